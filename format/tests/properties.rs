@@ -1,0 +1,102 @@
+//! Property tests: round trips, exact size accounting, and no panic on any input.
+
+use bytes::Bytes;
+use kinesis_format::{AggregateBuilder, Deaggregated, HashKey, MAGIC, SequenceNumber, deaggregate};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct Input {
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    data: Vec<u8>,
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    (
+        // A small key alphabet so keys repeat and the tables de-duplicate.
+        prop_oneof!["[a-c]{1,2}", "\\PC{1,40}", ".{200,256}"],
+        prop::option::of(any::<u128>().prop_map(|k| k.to_string())),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(partition_key, explicit_hash_key, data)| Input {
+            partition_key,
+            explicit_hash_key,
+            data,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn round_trip_preserves_records_and_size(records in prop::collection::vec(input(), 1..60)) {
+        let mut builder = AggregateBuilder::new();
+        for r in &records {
+            let predicted = builder.framed_len_with(&r.partition_key, r.explicit_hash_key.as_deref(), r.data.len());
+            builder.add(&r.partition_key, r.explicit_hash_key.as_deref(), Bytes::from(r.data.clone()));
+            prop_assert_eq!(builder.framed_len(), predicted);
+        }
+        let predicted = builder.framed_len();
+        let blob = builder.finish();
+        prop_assert_eq!(blob.len(), predicted);
+
+        let Deaggregated::Aggregated(decoded) = deaggregate(&blob) else {
+            return Err(TestCaseError::fail("encoded aggregate did not decode"));
+        };
+        prop_assert_eq!(decoded.len(), records.len());
+        for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
+            prop_assert_eq!(&*d.partition_key, r.partition_key.as_str());
+            prop_assert_eq!(d.explicit_hash_key.as_deref(), r.explicit_hash_key.as_deref());
+            prop_assert_eq!(&d.data[..], &r.data[..]);
+            prop_assert_eq!(d.sub_sequence_number, i as u64);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = deaggregate(&Bytes::from(bytes));
+    }
+
+    #[test]
+    fn arbitrary_bodies_with_valid_framing_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        use md5::{Digest, Md5};
+        let mut blob = MAGIC.to_vec();
+        blob.extend_from_slice(&body);
+        blob.extend_from_slice(&<[u8; 16]>::from(Md5::digest(&body)));
+        // Anything may come back, but with a valid digest the only raw outcomes are parse errors.
+        if let Deaggregated::Aggregated(records) = deaggregate(&Bytes::from(blob)) {
+            for (i, r) in records.iter().enumerate() {
+                prop_assert_eq!(r.sub_sequence_number, i as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn flipping_any_byte_of_an_aggregate_makes_it_raw(
+        records in prop::collection::vec(input(), 1..8),
+        position in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let mut builder = AggregateBuilder::new();
+        for r in &records {
+            builder.add(&r.partition_key, r.explicit_hash_key.as_deref(), Bytes::from(r.data.clone()));
+        }
+        let mut blob = builder.finish().to_vec();
+        let i = position.index(blob.len());
+        blob[i] ^= flip;
+        prop_assert!(matches!(deaggregate(&Bytes::from(blob)), Deaggregated::Raw(_)));
+    }
+
+    #[test]
+    fn explicit_hash_keys_round_trip_through_text(k in any::<u128>()) {
+        prop_assert_eq!(HashKey::parse_explicit(&k.to_string()), Ok(HashKey(k)));
+    }
+
+    #[test]
+    fn sequence_order_matches_numeric_order(a in any::<u128>(), b in any::<u128>(), suffix in "[0-9]{0,40}") {
+        // Append the same digits to both: the numeric order of a and b is kept.
+        let sa = SequenceNumber::parse(&format!("{}{suffix}", a.saturating_add(1))).unwrap();
+        let sb = SequenceNumber::parse(&format!("{}{suffix}", b.saturating_add(1))).unwrap();
+        prop_assert_eq!(sa.cmp(&sb), a.saturating_add(1).cmp(&b.saturating_add(1)));
+    }
+}

@@ -1,0 +1,1 @@
+//! The Kinesis consumer (KCL equivalent). Under construction: see issue "Consumer".

@@ -1,0 +1,1 @@
+//! The Kinesis producer (KPL equivalent). Under construction: see issue "Producer".
