@@ -1,1 +1,17 @@
+//! Shared harness for the integration tests: every test talks to real Kinesis and DynamoDB
+//! endpoints over HTTP (the local emulators from `scripts/local-aws.sh`, a LocalStack, or AWS when
+//! explicitly allowed), never to mocks.
+//!
+//! - [`TestEnv`] builds the SDK configuration from the standard `AWS_ENDPOINT_URL*` variables and
+//!   refuses to run (a failing test, not a skipped one) when none is set.
+//! - [`TestStream`] and [`TestTable`] are resources with random names that delete themselves.
+//! - [`read`] reads a whole stream back, shard by shard.
 
+mod env;
+mod names;
+pub mod read;
+mod resources;
+
+pub use env::{Endpoints, MissingEndpoint, TestEnv};
+pub use names::random_name;
+pub use resources::{TestStream, TestTable};
