@@ -1,0 +1,243 @@
+//! Producer settings. Every setter documents its default; defaults follow the Java KPL where it
+//! has one.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Kinesis' hard ceiling for one record (data + partition key) on streams with raised limits.
+pub const MAX_RECORD_SIZE_CEILING: usize = 10 * 1024 * 1024;
+
+/// Producer settings, built with chained setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = kpl::ProducerConfig::default()
+///     .record_max_buffered_time(Duration::from_millis(50))
+///     .max_outstanding_bytes(64 << 20);
+/// assert_eq!(config.get_record_ttl(), Duration::from_secs(30));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ProducerConfig {
+    pub(crate) record_max_buffered_time: Duration,
+    pub(crate) aggregation_enabled: bool,
+    pub(crate) aggregation_max_size: usize,
+    pub(crate) aggregation_max_count: usize,
+    pub(crate) collection_max_count: usize,
+    pub(crate) collection_max_size: usize,
+    pub(crate) rate_limit_percent: u32,
+    pub(crate) record_ttl: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) fail_if_throttled: bool,
+    pub(crate) max_user_record_size: usize,
+    pub(crate) max_outstanding_records: usize,
+    pub(crate) max_outstanding_bytes: usize,
+    pub(crate) retry_base_delay: Duration,
+    pub(crate) retry_max_delay: Duration,
+    pub(crate) shard_map_refresh_interval: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            record_max_buffered_time: Duration::from_millis(100),
+            aggregation_enabled: true,
+            aggregation_max_size: 51_200,
+            aggregation_max_count: u32::MAX as usize,
+            collection_max_count: 500,
+            collection_max_size: 5 * 1024 * 1024,
+            rate_limit_percent: 150,
+            record_ttl: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(6),
+            max_concurrent_requests: 24,
+            fail_if_throttled: false,
+            max_user_record_size: 1024 * 1024,
+            max_outstanding_records: 500_000,
+            max_outstanding_bytes: 256 * 1024 * 1024,
+            retry_base_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(5),
+            shard_map_refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+macro_rules! setting {
+    ($(#[$doc:meta])* $name:ident, $getter:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+
+        #[doc = concat!("The `", stringify!($name), "` setting.")]
+        pub fn $getter(&self) -> $ty {
+            self.$name
+        }
+    };
+}
+
+impl ProducerConfig {
+    setting!(
+        /// How long a user record may wait for others to share its aggregate and PutRecords call.
+        /// Default 100 ms.
+        record_max_buffered_time, get_record_max_buffered_time: Duration
+    );
+    setting!(
+        /// Pack user records bound for the same shard into KPL aggregated records. Default true.
+        aggregation_enabled, get_aggregation_enabled: bool
+    );
+    setting!(
+        /// Largest aggregated record in bytes (magic + protobuf + MD5). Default 51,200.
+        aggregation_max_size, get_aggregation_max_size: usize
+    );
+    setting!(
+        /// Most user records in one aggregate. Default 4,294,967,295 (no practical limit).
+        aggregation_max_count, get_aggregation_max_count: usize
+    );
+    setting!(
+        /// Most Kinesis records in one PutRecords call (1 to 500). Default 500.
+        collection_max_count, get_collection_max_count: usize
+    );
+    setting!(
+        /// Most bytes (data + partition keys) in one PutRecords call. Default 5 MiB.
+        collection_max_size, get_collection_max_size: usize
+    );
+    setting!(
+        /// Per-shard rate limit as a percentage of the shard's write limits (1,000 records/s and
+        /// 1 MiB/s). Throttling lowers a shard's rate below this; it recovers over seconds.
+        /// Default 150.
+        rate_limit_percent, get_rate_limit_percent: u32
+    );
+    setting!(
+        /// How long a user record may take, retries included, before it fails as expired.
+        /// Default 30 s.
+        record_ttl, get_record_ttl: Duration
+    );
+    setting!(
+        /// Timeout of one PutRecords call. Default 6 s.
+        request_timeout, get_request_timeout: Duration
+    );
+    setting!(
+        /// Most PutRecords calls in flight at once. Default 24.
+        max_concurrent_requests, get_max_concurrent_requests: usize
+    );
+    setting!(
+        /// Fail throttled records at once instead of retrying them. Default false.
+        fail_if_throttled, get_fail_if_throttled: bool
+    );
+    setting!(
+        /// Largest user record (data + partition key + explicit hash key). Default 1 MiB; up to
+        /// 10 MiB for streams whose maximum record size was raised.
+        max_user_record_size, get_max_user_record_size: usize
+    );
+    setting!(
+        /// Most user records accepted but not yet resolved; `put` waits and `try_put` fails
+        /// beyond it. Default 500,000.
+        max_outstanding_records, get_max_outstanding_records: usize
+    );
+    setting!(
+        /// Most bytes of user records (as [`UserRecord::size`](crate::UserRecord::size)) accepted
+        /// but not yet resolved. Default 256 MiB.
+        max_outstanding_bytes, get_max_outstanding_bytes: usize
+    );
+    setting!(
+        /// First back-off delay before a retry; it doubles per retry, with full jitter.
+        /// Default 100 ms.
+        retry_base_delay, get_retry_base_delay: Duration
+    );
+    setting!(
+        /// Longest back-off delay. Default 5 s.
+        retry_max_delay, get_retry_max_delay: Duration
+    );
+    setting!(
+        /// How often each stream's shard map is refreshed even when nothing suggests it changed.
+        /// Default 60 s.
+        shard_map_refresh_interval, get_shard_map_refresh_interval: Duration
+    );
+
+    /// Checks the settings fit together; the producer calls this when it is built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        if !(1..=500).contains(&self.collection_max_count) {
+            return fail(format!(
+                "collection_max_count is {}: PutRecords takes 1 to 500 records",
+                self.collection_max_count
+            ));
+        }
+        if self.max_user_record_size == 0 || self.max_user_record_size > MAX_RECORD_SIZE_CEILING {
+            return fail(format!(
+                "max_user_record_size is {}: use 1 to {MAX_RECORD_SIZE_CEILING} bytes",
+                self.max_user_record_size
+            ));
+        }
+        if self.collection_max_size < self.max_user_record_size {
+            return fail(format!(
+                "collection_max_size ({}) is below max_user_record_size ({}): a largest record could never be sent",
+                self.collection_max_size, self.max_user_record_size
+            ));
+        }
+        if self.max_outstanding_bytes < self.max_user_record_size {
+            return fail(format!(
+                "max_outstanding_bytes ({}) is below max_user_record_size ({}): a largest record could never be accepted",
+                self.max_outstanding_bytes, self.max_user_record_size
+            ));
+        }
+        if self.max_outstanding_records == 0 || self.max_concurrent_requests == 0 {
+            return fail(
+                "max_outstanding_records and max_concurrent_requests must be at least 1".into(),
+            );
+        }
+        if self.aggregation_max_count == 0 {
+            return fail("aggregation_max_count must be at least 1".into());
+        }
+        if self.rate_limit_percent == 0 {
+            return fail("rate_limit_percent must be at least 1".into());
+        }
+        if self.record_ttl.is_zero() || self.request_timeout.is_zero() {
+            return fail("record_ttl and request_timeout must be above zero".into());
+        }
+        if self.retry_base_delay > self.retry_max_delay {
+            return fail(format!(
+                "retry_base_delay ({:?}) is above retry_max_delay ({:?})",
+                self.retry_base_delay, self.retry_max_delay
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_follow_kpl() {
+        let c = ProducerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.get_aggregation_max_size(), 51_200);
+        assert_eq!(c.get_collection_max_count(), 500);
+        assert_eq!(c.get_rate_limit_percent(), 150);
+        assert_eq!(c.get_record_max_buffered_time(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn contradictory_settings_say_what_to_change() {
+        let err = ProducerConfig::default()
+            .collection_max_count(501)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("collection_max_count"), "{err}");
+        let err = ProducerConfig::default()
+            .max_outstanding_bytes(1024)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_outstanding_bytes"), "{err}");
+        let err = ProducerConfig::default()
+            .max_user_record_size(11 * 1024 * 1024)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_user_record_size"), "{err}");
+    }
+}

@@ -1,0 +1,302 @@
+//! One open aggregate per predicted shard. An aggregate closes when the next record would not fit
+//! (`aggregation_max_size`), when it holds `aggregation_max_count` records, or when its earliest
+//! record has waited `record_max_buffered_time`. An aggregate of one record is sent raw, and so is
+//! a record too large to share an aggregate, or one with no predicted shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinesis_format::{AggregateBuilder, HashKey};
+use tokio::time::Instant;
+
+use super::pending::{KinesisRecord, Pending, StreamId};
+
+/// The partition key of every aggregated Kinesis record: routing is by explicit hash key.
+const AGGREGATE_PARTITION_KEY: &str = "a";
+
+type ShardKey = (StreamId, Arc<str>);
+
+#[derive(Debug)]
+struct Open {
+    builder: AggregateBuilder,
+    records: Vec<Pending>,
+    first_hash_key: HashKey,
+    send_by: Instant,
+    id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Aggregator {
+    enabled: bool,
+    max_size: usize,
+    max_count: usize,
+    linger: Duration,
+    open: HashMap<ShardKey, Open>,
+    /// Open aggregates by deadline, so the earliest is found without a scan.
+    by_deadline: BTreeMap<(Instant, u64), ShardKey>,
+    next_id: u64,
+}
+
+impl Aggregator {
+    pub(crate) fn new(enabled: bool, max_size: usize, max_count: usize, linger: Duration) -> Self {
+        Aggregator {
+            enabled,
+            max_size,
+            max_count,
+            linger,
+            open: HashMap::new(),
+            by_deadline: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Adds a user record bound for `shard`; records that must go now are pushed to `out`.
+    pub(crate) fn add(
+        &mut self,
+        p: Pending,
+        shard: Option<Arc<str>>,
+        out: &mut Vec<KinesisRecord>,
+    ) {
+        let send_by = p.arrival + self.linger;
+        let Some(shard) = shard.filter(|_| self.enabled) else {
+            out.push(single(p, None, send_by));
+            return;
+        };
+        let key: ShardKey = (p.record.stream.clone(), shard);
+        let (pk, ehk, len) = (
+            &p.record.partition_key,
+            p.record.explicit_hash_key.as_deref(),
+            p.record.data.len(),
+        );
+
+        if AggregateBuilder::new().framed_len_with(pk, ehk, len) > self.max_size {
+            // Too large for any aggregate: alone and raw; the open aggregate keeps waiting.
+            out.push(single(p, Some(key.1), send_by));
+            return;
+        }
+        if let Some(open) = self.open.get(&key)
+            && (open.records.len() >= self.max_count
+                || open.builder.framed_len_with(pk, ehk, len) > self.max_size)
+        {
+            self.close(&key, out);
+        }
+
+        let open = match self.open.get_mut(&key) {
+            Some(open) => {
+                if send_by < open.send_by {
+                    // A retried record is older than the aggregate's first: it sets the deadline.
+                    self.by_deadline.remove(&(open.send_by, open.id));
+                    self.by_deadline.insert((send_by, open.id), key.clone());
+                    open.send_by = send_by;
+                }
+                open
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.by_deadline.insert((send_by, id), key.clone());
+                self.open.entry(key.clone()).or_insert(Open {
+                    builder: AggregateBuilder::new(),
+                    records: Vec::new(),
+                    first_hash_key: p.hash_key,
+                    send_by,
+                    id,
+                })
+            }
+        };
+        open.builder.add(pk, ehk, p.record.data.clone());
+        open.records.push(p);
+        if open.records.len() >= self.max_count {
+            self.close(&key, out);
+        }
+    }
+
+    /// Closes every aggregate whose deadline is at or before `now`.
+    pub(crate) fn close_due(&mut self, now: Instant, out: &mut Vec<KinesisRecord>) {
+        while let Some(entry) = self.by_deadline.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.get().clone();
+            self.close(&key, out);
+        }
+    }
+
+    /// Closes every aggregate (flush, shutdown).
+    pub(crate) fn close_all(&mut self, out: &mut Vec<KinesisRecord>) {
+        let keys: Vec<ShardKey> = self.open.keys().cloned().collect();
+        for key in keys {
+            self.close(&key, out);
+        }
+    }
+
+    /// The earliest deadline of an open aggregate.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.by_deadline.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    fn close(&mut self, key: &ShardKey, out: &mut Vec<KinesisRecord>) {
+        let Some(open) = self.open.remove(key) else {
+            return;
+        };
+        self.by_deadline.remove(&(open.send_by, open.id));
+        let mut records = open.records;
+        if records.len() == 1 {
+            let p = records.pop().expect("one record");
+            out.push(single(p, Some(key.1.clone()), open.send_by));
+            return;
+        }
+        out.push(KinesisRecord {
+            stream: key.0.clone(),
+            predicted_shard: Some(key.1.clone()),
+            partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+            explicit_hash_key: Some(open.first_hash_key.to_string()),
+            data: open.builder.finish(),
+            user_records: records,
+            send_by: open.send_by,
+        });
+    }
+}
+
+/// A user record sent alone, raw, with its own keys.
+fn single(p: Pending, shard: Option<Arc<str>>, send_by: Instant) -> KinesisRecord {
+    KinesisRecord {
+        stream: p.record.stream.clone(),
+        predicted_shard: shard,
+        partition_key: p.record.partition_key.clone(),
+        explicit_hash_key: p.record.explicit_hash_key.clone(),
+        data: p.record.data.clone(),
+        user_records: vec![p],
+        send_by,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::pending::tests::pending;
+    use kinesis_format::{Deaggregated, deaggregate};
+
+    fn shard(s: &str) -> Option<Arc<str>> {
+        Some(Arc::from(s))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_when_the_next_record_would_not_fit() {
+        let now = Instant::now();
+        let mut agg = Aggregator::new(true, 1_000, usize::MAX, Duration::from_millis(100));
+        let mut out = Vec::new();
+        for i in 0..20 {
+            agg.add(pending(&format!("k{i}"), 100, now), shard("s0"), &mut out);
+        }
+        assert!(!out.is_empty(), "20 records of 100 B cannot fit in 1,000 B");
+        for k in &out {
+            assert!(k.data.len() <= 1_000, "aggregate of {} bytes", k.data.len());
+            assert!(k.aggregated());
+            let Deaggregated::Aggregated(subs) = deaggregate(&k.data) else {
+                panic!("not an aggregate")
+            };
+            assert_eq!(subs.len(), k.user_records.len());
+            assert_eq!(
+                k.explicit_hash_key,
+                Some(k.user_records[0].hash_key.to_string())
+            );
+        }
+        let before = out.len();
+        agg.close_all(&mut out);
+        let total: usize = out.iter().map(|k| k.user_records.len()).sum();
+        assert_eq!(total, 20);
+        assert!(out.len() > before);
+        assert!(agg.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_at_max_count() {
+        let now = Instant::now();
+        let mut agg = Aggregator::new(true, 51_200, 3, Duration::from_secs(1));
+        let mut out = Vec::new();
+        for i in 0..7 {
+            agg.add(pending(&format!("k{i}"), 10, now), shard("s0"), &mut out);
+        }
+        let sizes: Vec<usize> = out.iter().map(|k| k.user_records.len()).collect();
+        assert_eq!(sizes, [3, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_at_the_earliest_records_deadline() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(100);
+        let mut agg = Aggregator::new(true, 51_200, usize::MAX, linger);
+        let mut out = Vec::new();
+        agg.add(pending("a", 10, start), shard("s0"), &mut out);
+        agg.add(
+            pending("b", 10, start + Duration::from_millis(60)),
+            shard("s0"),
+            &mut out,
+        );
+        assert_eq!(agg.next_deadline(), Some(start + linger));
+        agg.close_due(start + Duration::from_millis(99), &mut out);
+        assert!(out.is_empty());
+        agg.close_due(start + linger, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].user_records.len(), 2);
+        assert_eq!(agg.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_record_goes_raw_with_its_own_keys() {
+        let now = Instant::now();
+        let mut agg = Aggregator::new(true, 51_200, usize::MAX, Duration::from_millis(100));
+        let mut out = Vec::new();
+        agg.add(pending("solo", 10, now), shard("s0"), &mut out);
+        agg.close_all(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].aggregated());
+        assert_eq!(out[0].partition_key, "solo");
+        assert_eq!(out[0].data.len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversize_or_unpredicted_or_disabled_goes_raw_at_once() {
+        let now = Instant::now();
+        let mut agg = Aggregator::new(true, 1_000, usize::MAX, Duration::from_millis(100));
+        let mut out = Vec::new();
+        agg.add(pending("small", 10, now), shard("s0"), &mut out);
+        agg.add(pending("big", 5_000, now), shard("s0"), &mut out);
+        agg.add(pending("lost", 10, now), None, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|k| !k.aggregated()));
+        assert!(!agg.is_empty(), "the small record still waits for company");
+
+        let mut disabled = Aggregator::new(false, 51_200, usize::MAX, Duration::from_millis(100));
+        let mut out = Vec::new();
+        disabled.add(pending("x", 10, now), shard("s0"), &mut out);
+        disabled.add(pending("y", 10, now), shard("s0"), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(disabled.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shards_aggregate_separately() {
+        let now = Instant::now();
+        let mut agg = Aggregator::new(true, 51_200, usize::MAX, Duration::from_millis(100));
+        let mut out = Vec::new();
+        for i in 0..10 {
+            agg.add(
+                pending(&format!("k{i}"), 10, now),
+                shard(if i % 2 == 0 { "s0" } else { "s1" }),
+                &mut out,
+            );
+        }
+        agg.close_all(&mut out);
+        assert_eq!(out.len(), 2);
+        for k in &out {
+            assert_eq!(k.user_records.len(), 5);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Which shard owns a hash key: the open shards of one stream sorted by range, searched with a
+//! binary search; plus the range of every shard ever seen, to check where a record really landed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kinesis_format::{HashKey, HashKeyRange};
+
+use crate::kinesis::ShardInfo;
+
+/// A stream's shard map at one point in time.
+#[derive(Debug, Default)]
+pub(crate) struct ShardMap {
+    /// Open shards, sorted by starting hash key.
+    open: Vec<(HashKeyRange, Arc<str>)>,
+    /// Every shard seen in any listing, open or closed.
+    known: HashMap<Arc<str>, HashKeyRange>,
+}
+
+impl ShardMap {
+    /// A map of the given open shards, remembering the ranges of `previous`'s shards too.
+    pub(crate) fn new(open_shards: Vec<ShardInfo>, previous: Option<&ShardMap>) -> ShardMap {
+        let mut known = previous.map(|p| p.known.clone()).unwrap_or_default();
+        let mut open: Vec<(HashKeyRange, Arc<str>)> = open_shards
+            .into_iter()
+            .map(|s| {
+                let id: Arc<str> = Arc::from(s.shard_id);
+                known.insert(id.clone(), s.range);
+                (s.range, id)
+            })
+            .collect();
+        open.sort_by_key(|(range, _)| range.start);
+        ShardMap { open, known }
+    }
+
+    /// Adds ranges from a listing of all shards (used when a record lands on an unknown shard).
+    pub(crate) fn learn(&mut self, shards: &[ShardInfo]) {
+        for s in shards {
+            self.known.insert(Arc::from(s.shard_id.as_str()), s.range);
+        }
+    }
+
+    /// The open shard owning `key`, if any (a map caught mid-reshard can have gaps).
+    pub(crate) fn predict(&self, key: HashKey) -> Option<&Arc<str>> {
+        let i = self.open.partition_point(|(range, _)| range.end < key);
+        self.open
+            .get(i)
+            .filter(|(range, _)| range.contains(key))
+            .map(|(_, id)| id)
+    }
+
+    /// The range of any shard ever seen.
+    pub(crate) fn range_of(&self, shard_id: &str) -> Option<HashKeyRange> {
+        self.known.get(shard_id).copied()
+    }
+
+    /// How many open shards the map has.
+    #[cfg(test)]
+    pub(crate) fn open_shards(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, start: u128, end: u128) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            range: HashKeyRange::new(HashKey(start), HashKey(end)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn predicts_the_owner_at_every_boundary() {
+        // Out of order on purpose: the map sorts.
+        let map = ShardMap::new(
+            vec![
+                shard("c", 200, u128::MAX),
+                shard("a", 0, 99),
+                shard("b", 100, 199),
+            ],
+            None,
+        );
+        let owner = |k: u128| map.predict(HashKey(k)).map(|s| s.to_string());
+        assert_eq!(owner(0).as_deref(), Some("a"));
+        assert_eq!(owner(99).as_deref(), Some("a"));
+        assert_eq!(owner(100).as_deref(), Some("b"));
+        assert_eq!(owner(199).as_deref(), Some("b"));
+        assert_eq!(owner(200).as_deref(), Some("c"));
+        assert_eq!(owner(u128::MAX).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_gap_predicts_nothing() {
+        let map = ShardMap::new(vec![shard("a", 0, 99), shard("c", 200, u128::MAX)], None);
+        assert_eq!(map.predict(HashKey(150)), None);
+        assert!(map.predict(HashKey(250)).is_some());
+    }
+
+    #[test]
+    fn remembers_ranges_of_shards_no_longer_open() {
+        let before = ShardMap::new(vec![shard("parent", 0, u128::MAX)], None);
+        let after = ShardMap::new(
+            vec![shard("left", 0, 99), shard("right", 100, u128::MAX)],
+            Some(&before),
+        );
+        assert_eq!(after.open_shards(), 2);
+        assert_eq!(after.range_of("parent").map(|r| r.end), Some(HashKey::MAX));
+        assert_eq!(after.range_of("left").map(|r| r.end), Some(HashKey(99)));
+        assert_eq!(after.range_of("nope"), None);
+    }
+}

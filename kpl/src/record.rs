@@ -1,0 +1,116 @@
+//! What goes in (a [`UserRecord`]) and what comes out (a [`PutOutcome`] with its [`Attempt`]s).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One record as the application gives it: a stream (name or ARN), a partition key, an optional
+/// explicit hash key, and the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub(crate) stream: Arc<str>,
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) data: Bytes,
+}
+
+impl UserRecord {
+    /// A record for `stream` (its name, or its ARN starting with `arn:`).
+    pub fn new(
+        stream: impl Into<Arc<str>>,
+        partition_key: impl Into<String>,
+        data: impl Into<Bytes>,
+    ) -> Self {
+        UserRecord {
+            stream: stream.into(),
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    /// Routes the record by this explicit hash key (a decimal integer below 2^128) instead of by
+    /// the MD5 of its partition key.
+    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(explicit_hash_key.into());
+        self
+    }
+
+    /// The stream name or ARN.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The explicit hash key, if any.
+    pub fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key.as_deref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// What the record counts against Kinesis' record size limit and the producer's byte bound:
+    /// data plus partition key (and explicit hash key) bytes.
+    pub fn size(&self) -> usize {
+        self.data.len()
+            + self.partition_key.len()
+            + self.explicit_hash_key.as_ref().map_or(0, String::len)
+    }
+}
+
+/// The successful result of one user record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOutcome {
+    /// The shard that stored the record.
+    pub shard_id: String,
+    /// The sequence number of the Kinesis record that carried it.
+    pub sequence_number: String,
+    /// Its position inside that Kinesis record's aggregate (0 when it was sent alone).
+    pub sub_sequence_number: u64,
+    /// Whether it was sent inside an aggregate of several user records.
+    pub aggregated: bool,
+    /// Every attempt, the last one the success.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt to put a user record (as part of a PutRecords call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// Time from the record's arrival (first attempt) or the previous attempt's end (later ones)
+    /// to this attempt's start: buffering, rate limiting and back-off.
+    pub delay: Duration,
+    /// How long the PutRecords call took.
+    pub duration: Duration,
+    /// Why it failed; `None` for the successful attempt.
+    pub error: Option<AttemptError>,
+}
+
+/// Why an attempt failed: an error code (Kinesis' own, or one of the producer's such as
+/// `Timeout`, `Connection`, `WrongShard`) and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptError {
+    /// The error code.
+    pub code: String,
+    /// The error message.
+    pub message: String,
+}
+
+impl Attempt {
+    pub(crate) fn new(delay: Duration, duration: Duration, error: Option<AttemptError>) -> Self {
+        Attempt {
+            delay,
+            duration,
+            error,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Counters behind [`Producer::stats`](crate::Producer::stats), and the `metrics` facade calls
+//! with the Java KPL's metric names, labelled by stream.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the producer's state.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// User records accepted and not yet resolved.
+    pub outstanding_records: u64,
+    /// Bytes of those records (data + keys).
+    pub outstanding_bytes: u64,
+    /// User records accepted by `put`/`try_put`.
+    pub user_records_received: u64,
+    /// User records stored.
+    pub user_records_put: u64,
+    /// Kinesis records stored (aggregates count once).
+    pub kinesis_records_put: u64,
+    /// PutRecords calls completed (successfully or not).
+    pub put_records_calls: u64,
+    /// User-record retries scheduled.
+    pub retries: u64,
+    /// User records failed as expired.
+    pub expired: u64,
+    /// User records failed for any reason (expired included).
+    pub failed: u64,
+    /// Kinesis records or calls that came back throttled.
+    pub throttled: u64,
+    /// Shard map refreshes completed.
+    pub shard_map_refreshes: u64,
+    /// Aggregates that Kinesis stored on a shard other than the predicted one.
+    pub wrong_shard: u64,
+    /// User records re-sent because their aggregate landed on a shard that does not own them.
+    pub wrong_shard_resent: u64,
+    /// The rate in force per shard (`stream/shard` → percent of the shard limit) for shards
+    /// slowed by throttling; shards at the configured rate are not listed.
+    pub throttled_shard_rates: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) user_records_received: AtomicU64,
+    pub(crate) user_records_put: AtomicU64,
+    pub(crate) kinesis_records_put: AtomicU64,
+    pub(crate) put_records_calls: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) shard_map_refreshes: AtomicU64,
+    pub(crate) wrong_shard: AtomicU64,
+    pub(crate) wrong_shard_resent: AtomicU64,
+    pub(crate) shard_rates: Mutex<BTreeMap<String, f64>>,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        outstanding_records: u64,
+        outstanding_bytes: u64,
+    ) -> ProducerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ProducerStats {
+            outstanding_records,
+            outstanding_bytes,
+            user_records_received: get(&self.user_records_received),
+            user_records_put: get(&self.user_records_put),
+            kinesis_records_put: get(&self.kinesis_records_put),
+            put_records_calls: get(&self.put_records_calls),
+            retries: get(&self.retries),
+            expired: get(&self.expired),
+            failed: get(&self.failed),
+            throttled: get(&self.throttled),
+            shard_map_refreshes: get(&self.shard_map_refreshes),
+            wrong_shard: get(&self.wrong_shard),
+            wrong_shard_resent: get(&self.wrong_shard_resent),
+            throttled_shard_rates: self
+                .shard_rates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// `metrics` facade calls, named as the Java KPL names its metrics.
+pub(crate) mod kpl_metrics {
+    use metrics::{counter, histogram};
+
+    pub(crate) fn received(stream: &str, n: u64) {
+        counter!("UserRecordsReceived", "stream" => stream.to_owned()).increment(n);
+    }
+
+    pub(crate) struct CallSummary<'a> {
+        pub(crate) stream: &'a str,
+        pub(crate) user_records_put: u64,
+        pub(crate) user_bytes_put: u64,
+        pub(crate) kinesis_records_put: u64,
+        pub(crate) kinesis_bytes_put: u64,
+        pub(crate) kinesis_records_in_call: u64,
+        pub(crate) user_records_in_call: u64,
+        pub(crate) request_time_ms: f64,
+    }
+
+    pub(crate) fn call(s: &CallSummary<'_>) {
+        let stream = s.stream.to_owned();
+        counter!("UserRecordsPut", "stream" => stream.clone()).increment(s.user_records_put);
+        counter!("UserRecordsDataPut", "stream" => stream.clone()).increment(s.user_bytes_put);
+        counter!("KinesisRecordsPut", "stream" => stream.clone()).increment(s.kinesis_records_put);
+        counter!("KinesisRecordsDataPut", "stream" => stream.clone())
+            .increment(s.kinesis_bytes_put);
+        histogram!("KinesisRecordsPerPutRecordsRequest", "stream" => stream.clone())
+            .record(s.kinesis_records_in_call as f64);
+        histogram!("UserRecordsPerPutRecordsRequest", "stream" => stream.clone())
+            .record(s.user_records_in_call as f64);
+        histogram!("RequestTime", "stream" => stream).record(s.request_time_ms);
+    }
+
+    pub(crate) fn error(stream: &str, code: &str) {
+        counter!("ErrorsByCode", "stream" => stream.to_owned(), "code" => code.to_owned())
+            .increment(1);
+        counter!("AllErrors", "stream" => stream.to_owned()).increment(1);
+    }
+
+    pub(crate) fn expired(stream: &str) {
+        counter!("UserRecordExpired", "stream" => stream.to_owned()).increment(1);
+    }
+
+    pub(crate) fn record_done(
+        stream: &str,
+        retries: usize,
+        buffering_ms: f64,
+        per_kinesis_record: usize,
+    ) {
+        histogram!("RetriesPerRecord", "stream" => stream.to_owned()).record(retries as f64);
+        histogram!("BufferingTime", "stream" => stream.to_owned()).record(buffering_ms);
+        histogram!("UserRecordsPerKinesisRecord", "stream" => stream.to_owned())
+            .record(per_kinesis_record as f64);
+    }
+}
