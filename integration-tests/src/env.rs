@@ -92,6 +92,35 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// The Kinesis endpoint URL, for tests that put a proxy in front of it. Panics against real
+    /// AWS, where no plain-HTTP endpoint exists to proxy.
+    pub fn kinesis_endpoint(&self) -> &str {
+        match &self.endpoints {
+            Endpoints::Local { kinesis, .. } => kinesis,
+            Endpoints::RealAws => {
+                panic!("this test needs a local Kinesis endpoint to put a fault proxy in front of")
+            }
+        }
+    }
+
+    /// A fault-injecting proxy in front of the Kinesis endpoint.
+    pub async fn fault_proxy(
+        &self,
+        faults: crate::fault_proxy::Faults,
+    ) -> crate::fault_proxy::FaultProxy {
+        crate::fault_proxy::FaultProxy::start(self.kinesis_endpoint(), faults).await
+    }
+
+    /// A Kinesis client that sends its calls to `url` (a proxy) instead.
+    pub fn kinesis_client_at(&self, url: &str) -> aws_sdk_kinesis::Client {
+        let config = aws_sdk_kinesis::config::Builder::from(&self.sdk_config)
+            .endpoint_url(url)
+            .build();
+        aws_sdk_kinesis::Client::from_conf(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

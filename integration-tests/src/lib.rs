@@ -6,8 +6,11 @@
 //!   refuses to run (a failing test, not a skipped one) when none is set.
 //! - [`TestStream`] and [`TestTable`] are resources with random names that delete themselves.
 //! - [`read`] reads a whole stream back, shard by shard.
+//! - [`fault_proxy`] injects throttling, 5xx, resets and stalls between the SDK and Kinesis.
 
+pub mod check;
 mod env;
+pub mod fault_proxy;
 mod names;
 pub mod read;
 mod resources;

@@ -367,6 +367,7 @@ impl Dispatcher {
                     sequence_number,
                 } => {
                     kinesis_put += 1;
+                    Counters::add(&self.counters.kinesis_records_put, 1);
                     kinesis_bytes += record.size() as u64;
                     user_put += record.user_records.len() as u64;
                     user_bytes += record
@@ -404,8 +405,6 @@ impl Dispatcher {
             }
         }
         if let Some(stream) = stream {
-            // Stored user records were counted per record in `stored`; these are per call.
-            Counters::add(&self.counters.kinesis_records_put, kinesis_put);
             kpl_metrics::call(&kpl_metrics::CallSummary {
                 stream: &stream,
                 user_records_put: user_put,
@@ -445,13 +444,13 @@ impl Dispatcher {
                 per_kinesis_record,
             );
         }
-        let mut put = 0;
         for (sub, mut p) in record.user_records.into_iter().enumerate() {
             let delay = started.saturating_duration_since(p.waiting_since);
             if owned(&p) {
                 p.attempts.push(Attempt::new(delay, duration, None));
+                // Count before resolving: whoever awaits the result may read stats at once.
+                Counters::add(&self.counters.user_records_put, 1);
                 p.succeed(shard_id, sequence_number, sub as u64, aggregated);
-                put += 1;
             } else {
                 Counters::add(&self.counters.wrong_shard_resent, 1);
                 let error = AttemptError {
@@ -464,7 +463,6 @@ impl Dispatcher {
                 self.failed(p, Class::Transient, &error, started, duration, now);
             }
         }
-        Counters::add(&self.counters.user_records_put, put);
     }
 
     /// An aggregate landed on an unexpected shard: refresh the map, then sort its records out.
