@@ -220,11 +220,11 @@ impl Producer {
             attempts: Vec::new(),
             backoff: None,
             reply: Some(reply),
-            _permits: Permits {
+            permits: Some(Permits {
                 _records: records,
                 _bytes: bytes,
-                _epoch: epoch,
-            },
+            }),
+            epoch: Some(epoch),
         };
         match self
             .inner

@@ -34,17 +34,18 @@ pub(crate) struct Pending {
     pub(crate) backoff: Option<Backoff>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
     pub(crate) reply: Option<oneshot::Sender<PutResult>>,
-    /// Released when the record resolves: this is what bounds memory.
-    pub(crate) _permits: Permits,
+    /// Released when the record resolves (before its future is told): this bounds memory.
+    pub(crate) permits: Option<Permits>,
+    /// Held until the record's future has been told; `flush_and_wait` waits for every clone of
+    /// its epoch's sender to drop.
+    pub(crate) epoch: Option<mpsc::Sender<()>>,
 }
 
-/// The capacity a record holds while outstanding, and its flush epoch.
+/// The capacity a record holds while outstanding.
 #[derive(Debug)]
 pub(crate) struct Permits {
     pub(crate) _records: OwnedSemaphorePermit,
     pub(crate) _bytes: Option<OwnedSemaphorePermit>,
-    /// Held until the record resolves; `flush_and_wait` waits for every clone to drop.
-    pub(crate) _epoch: mpsc::Sender<()>,
 }
 
 impl Pending {
@@ -81,10 +82,13 @@ impl Pending {
     }
 
     fn resolve(&mut self, result: PutResult) {
+        // Free the capacity first: whoever awaits the result may check the bounds at once.
+        self.permits = None;
         if let Some(reply) = self.reply.take() {
             // The caller may have dropped its future: nobody to tell then.
             let _ = reply.send(result);
         }
+        self.epoch = None;
     }
 
     /// Takes the record back out of a pending record that never entered the pipeline.
@@ -164,11 +168,11 @@ pub(crate) mod tests {
             attempts: Vec::new(),
             backoff: None,
             reply: Some(reply),
-            _permits: Permits {
+            permits: Some(Permits {
                 _records: semaphore.try_acquire_owned().expect("permit"),
                 _bytes: None,
-                _epoch: epoch,
-            },
+            }),
+            epoch: Some(epoch),
         }
     }
 }

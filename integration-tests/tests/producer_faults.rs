@@ -1,0 +1,253 @@
+//! The producer through a fault-injecting proxy: throttling, 5xx and resets are retried until
+//! every record is stored; `fail_if_throttled` fails throttled records at once; a black-holed
+//! endpoint expires every record within its TTL; full memory bounds make `put` wait and `try_put`
+//! refuse.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use integration_tests::TestEnv;
+use integration_tests::check::{Put, verify_stream};
+use integration_tests::fault_proxy::Faults;
+use kpl::{Producer, ProducerConfig, PutErrorKind, SubmitErrorKind, UserRecord};
+use rand::Rng;
+
+fn record(stream: &str, i: usize, len: usize) -> UserRecord {
+    let mut data = vec![0u8; len];
+    rand::rng().fill(&mut data[..]);
+    UserRecord::new(stream, format!("key-{i}"), data)
+}
+
+/// Quick retries for tests; calls and records live long enough for the slow emulator.
+fn patient() -> ProducerConfig {
+    ProducerConfig::default()
+        .retry_base_delay(Duration::from_millis(10))
+        .retry_max_delay(Duration::from_millis(200))
+        .max_concurrent_requests(2)
+        .request_timeout(Duration::from_secs(30))
+        .record_ttl(Duration::from_secs(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_5xx_and_resets_are_retried_until_every_record_is_stored() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(4).await;
+    let proxy = env
+        .fault_proxy(Faults {
+            throttle_entries: 0.30,
+            internal_error_calls: 0.05,
+            reset_calls: 0.01,
+            stall_put_records: false,
+        })
+        .await;
+    // Small aggregates (~9 records) and calls of 3 make ~185 calls, so that a 5% fault shows
+    // (the chance of none is 0.95^185 < 1e-4).
+    let config = patient()
+        .collection_max_count(3)
+        .aggregation_max_size(2 * 1024);
+    let producer =
+        Producer::with_client(&env.kinesis_client_at(&proxy.url), config).expect("producer");
+
+    let mut futures = Vec::new();
+    for i in 0..5_000 {
+        let r = record(&stream.name, i, 200);
+        let (partition_key, data) = (r.partition_key().to_owned(), r.data().clone());
+        futures.push((
+            partition_key,
+            data,
+            producer.put(r).await.expect("accepted"),
+        ));
+    }
+    let mut puts = Vec::new();
+    let mut retried = 0;
+    for (partition_key, data, f) in futures {
+        let outcome = f
+            .await
+            .unwrap_or_else(|e| panic!("record failed despite retries: {e}"));
+        if outcome.attempts.len() > 1 {
+            retried += 1;
+            let failed = &outcome.attempts[..outcome.attempts.len() - 1];
+            assert!(
+                failed.iter().all(|a| a.error.is_some()),
+                "every attempt but the last has an error"
+            );
+        }
+        assert!(outcome.attempts.last().is_some_and(|a| a.error.is_none()));
+        puts.push(Put {
+            partition_key,
+            data,
+            outcome,
+        });
+    }
+    let counts = &proxy.counts;
+    let (throttled, internal, resets) = (
+        counts.throttled_entries.load(Ordering::Relaxed),
+        counts.internal_errors.load(Ordering::Relaxed),
+        counts.resets.load(Ordering::Relaxed),
+    );
+    let stats = producer.stats();
+    eprintln!(
+        "injected: {throttled} throttled entries, {internal} 500s, {resets} resets; {retried} user records retried; stats {stats:?}"
+    );
+    assert!(throttled > 0 && internal > 0, "faults were injected");
+    assert!(retried > 0, "some records needed more than one attempt");
+    assert!(stats.retries > 0 && stats.throttled > 0);
+    producer.shutdown().await;
+    // Faults never stored anything: the stream holds every record exactly once.
+    verify_stream(&stream, &puts).await;
+}
+
+#[tokio::test]
+async fn fail_if_throttled_fails_throttled_records_at_once_with_the_record() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(2).await;
+    let proxy = env
+        .fault_proxy(Faults {
+            throttle_entries: 0.30,
+            ..Faults::default()
+        })
+        .await;
+    let config = patient().fail_if_throttled(true).aggregation_enabled(false);
+    let producer =
+        Producer::with_client(&env.kinesis_client_at(&proxy.url), config).expect("producer");
+    let mut futures = Vec::new();
+    for i in 0..400 {
+        let r = record(&stream.name, i, 50);
+        futures.push((r.clone(), producer.put(r).await.expect("accepted")));
+    }
+    let (mut ok, mut throttled) = (Vec::new(), 0);
+    for (sent, f) in futures {
+        match f.await {
+            Ok(outcome) => {
+                assert_eq!(outcome.attempts.len(), 1);
+                ok.push(Put {
+                    partition_key: sent.partition_key().to_owned(),
+                    data: sent.data().clone(),
+                    outcome,
+                });
+            }
+            Err(e) => {
+                assert!(matches!(e.kind, PutErrorKind::Throttled { .. }), "{e}");
+                assert_eq!(e.attempts.len(), 1, "failed at once, no retry");
+                assert_eq!(*e.record, sent, "the record comes back");
+                throttled += 1;
+            }
+        }
+    }
+    let injected = proxy.counts.throttled_entries.load(Ordering::Relaxed) as usize;
+    assert!(throttled > 0);
+    assert_eq!(throttled, injected, "exactly the throttled records failed");
+    producer.shutdown().await;
+    verify_stream(&stream, &ok).await;
+}
+
+#[tokio::test]
+async fn a_black_holed_endpoint_expires_every_record_within_its_ttl() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(1).await;
+    let proxy = env
+        .fault_proxy(Faults {
+            stall_put_records: true,
+            ..Faults::default()
+        })
+        .await;
+    let ttl = Duration::from_secs(2);
+    let config = ProducerConfig::default()
+        .record_ttl(ttl)
+        .request_timeout(Duration::from_millis(500))
+        .retry_base_delay(Duration::from_millis(50));
+    let producer =
+        Producer::with_client(&env.kinesis_client_at(&proxy.url), config).expect("producer");
+    let started = Instant::now();
+    let mut futures = Vec::new();
+    for i in 0..200 {
+        let r = record(&stream.name, i, 100);
+        futures.push((r.clone(), producer.put(r).await.expect("accepted")));
+    }
+    let margin = Duration::from_secs(2);
+    for (sent, f) in futures {
+        let result = tokio::time::timeout_at((started + ttl + margin).into(), f)
+            .await
+            .expect("every record resolves within record_ttl + margin");
+        let e = result.expect_err("nothing can be stored through a black hole");
+        assert!(matches!(e.kind, PutErrorKind::Expired { .. }), "{e}");
+        assert!(
+            e.to_string().contains("Timeout"),
+            "says what went wrong: {e}"
+        );
+        assert_eq!(*e.record, sent);
+        assert!(!e.attempts.is_empty());
+    }
+    assert!(started.elapsed() >= ttl, "no record expired early");
+    assert!(proxy.counts.stalled.load(Ordering::Relaxed) > 0);
+    let stats = producer.stats();
+    assert_eq!(stats.expired, 200);
+    assert_eq!(stats.outstanding_records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_bounds_make_put_wait_and_try_put_refuse() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(1).await;
+    let proxy = env
+        .fault_proxy(Faults {
+            stall_put_records: true,
+            ..Faults::default()
+        })
+        .await;
+    let bound = 1024 * 1024;
+    let config = ProducerConfig::default()
+        .max_outstanding_bytes(bound)
+        .request_timeout(Duration::from_secs(1))
+        .retry_base_delay(Duration::from_millis(10))
+        .retry_max_delay(Duration::from_millis(100))
+        .record_ttl(Duration::from_secs(120));
+    let producer =
+        Producer::with_client(&env.kinesis_client_at(&proxy.url), config).expect("producer");
+    let size = record(&stream.name, 100, 10_000).size();
+    let fit = bound / size;
+
+    let mut futures = Vec::new();
+    for i in 0..fit {
+        let r = record(&stream.name, 100 + i, 10_000);
+        futures.push(producer.try_put(r).await.expect("fits under the bound"));
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.outstanding_bytes as usize, fit * size);
+    assert!(stats.outstanding_bytes as usize <= bound);
+
+    let extra = record(&stream.name, 99, 10_000);
+    let refused = producer.try_put(extra.clone()).await.expect_err("full");
+    assert!(
+        matches!(refused.kind, SubmitErrorKind::Full { what: "bytes" }),
+        "{}",
+        refused
+    );
+    assert_eq!(*refused.record, extra);
+
+    // put waits while the endpoint is stalled...
+    let waiting = {
+        let producer = producer.clone();
+        tokio::spawn(async move { producer.put(extra).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "put must wait while the producer is full"
+    );
+    assert!(producer.stats().outstanding_bytes as usize <= bound);
+
+    // ...and goes through once the endpoint answers again.
+    proxy.set_faults(Faults::default());
+    let last = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("put proceeds once capacity frees")
+        .expect("task")
+        .expect("accepted");
+    futures.push(last);
+    for f in futures {
+        f.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(producer.stats().outstanding_bytes, 0);
+    producer.shutdown().await;
+}
