@@ -100,3 +100,51 @@ proptest! {
         prop_assert_eq!(sa.cmp(&sb), a.saturating_add(1).cmp(&b.saturating_add(1)));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn try_add_never_exceeds_the_limit_and_a_refusal_changes_nothing(
+        records in prop::collection::vec(input(), 1..80),
+        limit in 20usize..4_000,
+    ) {
+        let mut builder = AggregateBuilder::new();
+        let mut added = Vec::new();
+        for r in &records {
+            let before = builder.framed_len();
+            let expected = builder.framed_len_with(&r.partition_key, r.explicit_hash_key.as_deref(), r.data.len());
+            match builder.try_add(&r.partition_key, r.explicit_hash_key.as_deref(), Bytes::from(r.data.clone()), limit) {
+                Ok(sub) => {
+                    prop_assert!(expected <= limit);
+                    prop_assert_eq!(builder.framed_len(), expected);
+                    prop_assert_eq!(sub, added.len() as u64);
+                    added.push(r.clone());
+                }
+                Err(data) => {
+                    prop_assert!(expected > limit);
+                    prop_assert_eq!(&data[..], &r.data[..]);
+                    prop_assert_eq!(builder.framed_len(), before);
+                }
+            }
+        }
+        let blob = builder.finish();
+        prop_assert!(blob.len() <= limit.max(20));
+        if let Deaggregated::Aggregated(decoded) = deaggregate(&blob) {
+            prop_assert_eq!(decoded.len(), added.len());
+            for (d, r) in decoded.iter().zip(&added) {
+                prop_assert_eq!(&d.data[..], &r.data[..]);
+            }
+        } else {
+            prop_assert!(added.is_empty(), "a non-empty aggregate must decode");
+        }
+    }
+
+    #[test]
+    fn framed_len_of_one_matches_an_empty_builder(r in input()) {
+        prop_assert_eq!(
+            AggregateBuilder::framed_len_of_one(&r.partition_key, r.explicit_hash_key.as_deref(), r.data.len()),
+            AggregateBuilder::new().framed_len_with(&r.partition_key, r.explicit_hash_key.as_deref(), r.data.len())
+        );
+    }
+}

@@ -94,7 +94,8 @@ async fn splitting_a_shard_while_producing_loses_nothing_and_misplaces_nothing()
         .collect();
     assert_eq!(children.len(), 2);
     assert!(
-        puts.iter().any(|p| children.contains(&p.outcome.shard_id)),
+        puts.iter()
+            .any(|p| children.iter().any(|c| **c == *p.outcome.shard_id)),
         "records after the split went to the children"
     );
     // As a KCL reads it: exactly once each, every user record inside its shard's range. Each

@@ -16,14 +16,11 @@ use tokio::time::Instant;
 use crate::config::ProducerConfig;
 use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
 use crate::kinesis::{KinesisApi, SdkKinesis};
-use crate::pipeline::dispatcher::{Command, Dispatcher};
+use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
 use crate::pipeline::pending::{Pending, Permits, PutResult};
 use crate::pipeline::streams::{StreamEntry, Streams};
 use crate::record::{PutOutcome, UserRecord};
-use crate::stats::{Counters, ProducerStats, kpl_metrics};
-
-/// Capacity of the channel from the handles to the dispatcher.
-const COMMAND_CHANNEL: usize = 8192;
+use crate::stats::{Counters, ProducerStats};
 
 /// A Kinesis producer. Clone it freely: clones share one pipeline.
 ///
@@ -37,6 +34,8 @@ pub struct Producer {
 
 struct Inner {
     config: Arc<ProducerConfig>,
+    /// Bounded, so a producer faster than the pipeline waits here instead of letting records
+    /// age in a queue (their linger deadlines would pass before they are aggregated).
     commands: mpsc::Sender<Command>,
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -83,7 +82,7 @@ impl Producer {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| ConfigError("a Producer must be created inside a Tokio runtime".into()))?;
         let config = Arc::new(config);
-        let (commands, receiver) = mpsc::channel(COMMAND_CHANNEL);
+        let (commands, receiver) = mpsc::channel(COMMAND_BATCH);
         let streams = Arc::new(Streams::default());
         let counters = Arc::new(Counters::default());
         let dispatcher = Dispatcher::new(
@@ -209,7 +208,6 @@ impl Producer {
             .unwrap_or_else(|e| e.into_inner())
             .0
             .clone();
-        let stream = record.stream.clone();
         let pending = Pending {
             record,
             entry,
@@ -234,7 +232,6 @@ impl Producer {
         {
             Ok(()) => {
                 Counters::add(&self.inner.counters.user_records_received, 1);
-                kpl_metrics::received(&stream, 1);
                 Ok(PutFuture { receiver })
             }
             Err(mpsc::error::SendError(command)) => match command {

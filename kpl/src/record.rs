@@ -70,10 +70,10 @@ impl UserRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PutOutcome {
-    /// The shard that stored the record.
-    pub shard_id: String,
-    /// The sequence number of the Kinesis record that carried it.
-    pub sequence_number: String,
+    /// The shard that stored the record (shared by the user records of one aggregate).
+    pub shard_id: Arc<str>,
+    /// The sequence number of the Kinesis record that carried it (shared likewise).
+    pub sequence_number: Arc<str>,
     /// Its position inside that Kinesis record's aggregate (0 when it was sent alone).
     pub sub_sequence_number: u64,
     /// Whether it was sent inside an aggregate of several user records.

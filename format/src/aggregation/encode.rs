@@ -1,8 +1,10 @@
 //! Writing aggregates.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use md5::{Digest, Md5};
 use prost::Message;
 
@@ -38,10 +40,8 @@ use crate::proto;
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct AggregateBuilder {
-    partition_keys: Vec<String>,
-    partition_key_index: HashMap<String, u64>,
-    explicit_hash_keys: Vec<String>,
-    explicit_hash_key_index: HashMap<String, u64>,
+    partition_keys: KeyTable,
+    explicit_hash_keys: KeyTable,
     records: Vec<proto::Record>,
     /// Exact length of the protobuf body so far.
     body_len: usize,
@@ -82,7 +82,20 @@ impl AggregateBuilder {
         explicit_hash_key: Option<&str>,
         data_len: usize,
     ) -> usize {
-        self.framed_len() + self.growth(partition_key, explicit_hash_key, data_len)
+        let (pk, ehk) = self.lookup(partition_key, explicit_hash_key);
+        self.framed_len() + self.growth(&pk, ehk.as_ref(), data_len)
+    }
+
+    /// The exact framed length of an aggregate holding only this record.
+    pub fn framed_len_of_one(
+        partition_key: &str,
+        explicit_hash_key: Option<&str>,
+        data_len: usize,
+    ) -> usize {
+        FRAMING_LEN
+            + delimited_len(partition_key.len())
+            + explicit_hash_key.map_or(0, |ehk| delimited_len(ehk.len()))
+            + delimited_len(record_body_len(0, explicit_hash_key.map(|_| 0), data_len))
     }
 
     /// Adds a user record and returns its sub-sequence number (its index in the aggregate).
@@ -92,35 +105,33 @@ impl AggregateBuilder {
         explicit_hash_key: Option<&str>,
         data: Bytes,
     ) -> u64 {
-        self.body_len += self.growth(partition_key, explicit_hash_key, data.len());
-        self.data_len += data.len();
-        let partition_key_index = intern(
-            &mut self.partition_keys,
-            &mut self.partition_key_index,
-            partition_key,
-        );
-        let explicit_hash_key_index = explicit_hash_key.map(|ehk| {
-            intern(
-                &mut self.explicit_hash_keys,
-                &mut self.explicit_hash_key_index,
-                ehk,
-            )
-        });
-        self.records.push(proto::Record {
-            partition_key_index,
-            explicit_hash_key_index,
-            data,
-            tags: Vec::new(),
-        });
-        (self.records.len() - 1) as u64
+        let (pk, ehk) = self.lookup(partition_key, explicit_hash_key);
+        self.insert(pk, ehk, data)
+    }
+
+    /// Adds a user record only if the aggregate then stays within `max_framed_len` bytes, and
+    /// returns its sub-sequence number; otherwise hands the data back and changes nothing. One
+    /// key look-up serves both the size check and the insertion.
+    pub fn try_add(
+        &mut self,
+        partition_key: &str,
+        explicit_hash_key: Option<&str>,
+        data: Bytes,
+        max_framed_len: usize,
+    ) -> Result<u64, Bytes> {
+        let (pk, ehk) = self.lookup(partition_key, explicit_hash_key);
+        if self.framed_len() + self.growth(&pk, ehk.as_ref(), data.len()) > max_framed_len {
+            return Err(data);
+        }
+        Ok(self.insert(pk, ehk, data))
     }
 
     /// The framed bytes: magic, protobuf body, MD5 of the body.
     pub fn finish(self) -> Bytes {
         let framed_len = self.framed_len();
         let message = proto::AggregatedRecord {
-            partition_key_table: self.partition_keys,
-            explicit_hash_key_table: self.explicit_hash_keys,
+            partition_key_table: self.partition_keys.keys,
+            explicit_hash_key_table: self.explicit_hash_keys.keys,
             records: self.records,
         };
         let mut out = BytesMut::with_capacity(framed_len);
@@ -132,47 +143,85 @@ impl AggregateBuilder {
         out.freeze()
     }
 
-    /// How many body bytes adding this record would add.
-    fn growth(
+    fn lookup<'k>(
         &self,
-        partition_key: &str,
-        explicit_hash_key: Option<&str>,
-        data_len: usize,
-    ) -> usize {
-        let mut growth = 0;
-        let partition_key_index = match self.partition_key_index.get(partition_key) {
-            Some(&index) => index,
-            None => {
-                growth += delimited_len(partition_key.len());
-                self.partition_keys.len() as u64
+        partition_key: &'k str,
+        explicit_hash_key: Option<&'k str>,
+    ) -> (Lookup<'k>, Option<Lookup<'k>>) {
+        (
+            self.partition_keys.lookup(partition_key),
+            explicit_hash_key.map(|ehk| self.explicit_hash_keys.lookup(ehk)),
+        )
+    }
+
+    /// How many body bytes adding this record would add.
+    fn growth(&self, pk: &Lookup<'_>, ehk: Option<&Lookup<'_>>, data_len: usize) -> usize {
+        let new_key = |l: &Lookup<'_>| {
+            if l.index.is_some() {
+                0
+            } else {
+                delimited_len(l.key.len())
             }
         };
-        let explicit_hash_key_index =
-            explicit_hash_key.map(|ehk| match self.explicit_hash_key_index.get(ehk) {
-                Some(&index) => index,
-                None => {
-                    growth += delimited_len(ehk.len());
-                    self.explicit_hash_keys.len() as u64
-                }
-            });
-        growth
-            + delimited_len(record_body_len(
-                partition_key_index,
-                explicit_hash_key_index,
-                data_len,
-            ))
+        let pk_index = pk.index.unwrap_or(self.partition_keys.keys.len() as u64);
+        let ehk_index = ehk.map(|l| l.index.unwrap_or(self.explicit_hash_keys.keys.len() as u64));
+        new_key(pk)
+            + ehk.map_or(0, new_key)
+            + delimited_len(record_body_len(pk_index, ehk_index, data_len))
+    }
+
+    fn insert(&mut self, pk: Lookup<'_>, ehk: Option<Lookup<'_>>, data: Bytes) -> u64 {
+        self.body_len += self.growth(&pk, ehk.as_ref(), data.len());
+        self.data_len += data.len();
+        let partition_key_index = self.partition_keys.intern(pk);
+        let explicit_hash_key_index = ehk.map(|l| self.explicit_hash_keys.intern(l));
+        self.records.push(proto::Record {
+            partition_key_index,
+            explicit_hash_key_index,
+            data,
+            tags: Vec::new(),
+        });
+        (self.records.len() - 1) as u64
     }
 }
 
-/// The index of `key` in `table`, appending it first if it is new.
-fn intern(table: &mut Vec<String>, index: &mut HashMap<String, u64>, key: &str) -> u64 {
-    if let Some(&i) = index.get(key) {
-        return i;
+/// A key looked up in a [`KeyTable`]: its hash, and its index when already present.
+struct Lookup<'k> {
+    key: &'k str,
+    hash: u64,
+    index: Option<u64>,
+}
+
+/// A key table in first-seen order with a hash index into it (each key is stored once).
+#[derive(Debug, Default, Clone)]
+struct KeyTable {
+    keys: Vec<String>,
+    index: HashTable<u64>,
+    hasher: RandomState,
+}
+
+impl KeyTable {
+    fn lookup<'k>(&self, key: &'k str) -> Lookup<'k> {
+        let hash = self.hasher.hash_one(key);
+        let index = self
+            .index
+            .find(hash, |&i| self.keys[i as usize] == key)
+            .copied();
+        Lookup { key, hash, index }
     }
-    let i = table.len() as u64;
-    table.push(key.to_owned());
-    index.insert(key.to_owned(), i);
-    i
+
+    /// The index of a looked-up key, appending it first if it is new.
+    fn intern(&mut self, lookup: Lookup<'_>) -> u64 {
+        if let Some(i) = lookup.index {
+            return i;
+        }
+        let i = self.keys.len() as u64;
+        self.keys.push(lookup.key.to_owned());
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.index
+            .insert_unique(lookup.hash, i, |&j| hasher.hash_one(&keys[j as usize]));
+        i
+    }
 }
 
 #[cfg(test)]
@@ -206,8 +255,8 @@ mod tests {
         ] {
             builder.add(pk, ehk, Bytes::from_static(b"x"));
         }
-        assert_eq!(builder.partition_keys, ["b", "a", "c"]);
-        assert_eq!(builder.explicit_hash_keys, ["7", "8"]);
+        assert_eq!(builder.partition_keys.keys, ["b", "a", "c"]);
+        assert_eq!(builder.explicit_hash_keys.keys, ["7", "8"]);
         let indices: Vec<_> = builder
             .records
             .iter()

@@ -3,7 +3,9 @@
 //! record has waited `record_max_buffered_time`. An aggregate of one record is sent raw, and so is
 //! a record too large to share an aggregate, or one with no predicted shard.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ impl Aggregator {
             max_size,
             max_count,
             linger,
-            open: HashMap::new(),
+            open: HashMap::default(),
             by_deadline: BTreeMap::new(),
             next_id: 0,
         }
@@ -70,42 +72,47 @@ impl Aggregator {
             p.record.data.len(),
         );
 
-        if AggregateBuilder::new().framed_len_with(pk, ehk, len) > self.max_size {
+        if AggregateBuilder::framed_len_of_one(pk, ehk, len) > self.max_size {
             // Too large for any aggregate: alone and raw; the open aggregate keeps waiting.
             out.push(single(p, Some(key.1), send_by));
             return;
         }
-        if let Some(open) = self.open.get(&key)
-            && (open.records.len() >= self.max_count
-                || open.builder.framed_len_with(pk, ehk, len) > self.max_size)
-        {
-            self.close(&key, out);
-        }
-
-        let open = match self.open.get_mut(&key) {
-            Some(open) => {
+        if let Some(open) = self.open.get_mut(&key) {
+            let added = open.records.len() < self.max_count
+                && open
+                    .builder
+                    .try_add(pk, ehk, p.record.data.clone(), self.max_size)
+                    .is_ok();
+            if added {
                 if send_by < open.send_by {
                     // A retried record is older than the aggregate's first: it sets the deadline.
                     self.by_deadline.remove(&(open.send_by, open.id));
                     self.by_deadline.insert((send_by, open.id), key.clone());
                     open.send_by = send_by;
                 }
-                open
+                open.records.push(p);
+                if open.records.len() >= self.max_count {
+                    self.close(&key, out);
+                }
+                return;
             }
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.by_deadline.insert((send_by, id), key.clone());
-                self.open.entry(key.clone()).or_insert(Open {
-                    builder: AggregateBuilder::new(),
-                    records: Vec::new(),
-                    first_hash_key: p.hash_key,
-                    send_by,
-                    id,
-                })
-            }
+            // Full: send it, and start a new one with this record.
+            self.close(&key, out);
+        }
+
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_deadline.insert((send_by, id), key.clone());
+        let mut builder = AggregateBuilder::new();
+        builder.add(pk, ehk, p.record.data.clone());
+        let open = Open {
+            builder,
+            records: vec![],
+            first_hash_key: p.hash_key,
+            send_by,
+            id,
         };
-        open.builder.add(pk, ehk, p.record.data.clone());
+        let open = self.open.entry(key.clone()).or_insert(open);
         open.records.push(p);
         if open.records.len() >= self.max_count {
             self.close(&key, out);

@@ -2,7 +2,9 @@
 //! and `collection_max_size` bytes. A stream's queue is sent when a call is full, when its
 //! earliest record's send-by time has come, or on flush.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use tokio::time::Instant;
 
@@ -27,7 +29,7 @@ impl Collector {
         Collector {
             max_count,
             max_size,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
         }
     }
 

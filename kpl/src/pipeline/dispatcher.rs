@@ -2,7 +2,9 @@
 //! through aggregator → limiter → collector, starts PutRecords calls, and turns their results
 //! into resolved futures, retries, map refreshes and re-sends.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +35,9 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Most commands taken per loop turn before the pipeline is driven.
-const COMMAND_BATCH: usize = 4096;
+/// Most commands taken per loop turn before the pipeline is driven (also the channel's capacity:
+/// a sender blocked on a full channel is woken once per batch).
+pub(crate) const COMMAND_BATCH: usize = 4096;
 /// How often scheduled map refreshes and published shard rates are checked.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -79,6 +82,8 @@ pub(crate) struct Dispatcher {
     streams: Arc<Streams>,
     counters: Arc<Counters>,
     commands: mpsc::Receiver<Command>,
+    /// User records received per stream since the metric was last emitted.
+    received: HashMap<StreamId, u64>,
     aggregator: Aggregator,
     shards: HashMap<ShardKey, ShardQueue>,
     busy_shards: HashSet<ShardKey>,
@@ -116,15 +121,16 @@ impl Dispatcher {
             streams,
             counters,
             commands,
-            shards: HashMap::new(),
-            busy_shards: HashSet::new(),
+            received: HashMap::default(),
+            shards: HashMap::default(),
+            busy_shards: HashSet::default(),
             retries: BTreeMap::new(),
             retry_seq: 0,
-            parked: HashMap::new(),
+            parked: HashMap::default(),
             requests: JoinSet::new(),
             refreshes: JoinSet::new(),
             next_tick: Instant::now() + TICK,
-            last_refresh: HashMap::new(),
+            last_refresh: HashMap::default(),
             flushing: false,
             shutting_down: false,
             rng: StdRng::from_rng(&mut rand::rng()),
@@ -132,6 +138,8 @@ impl Dispatcher {
     }
 
     pub(crate) async fn run(mut self) {
+        // Commands are taken in bulk: one wake-up of a blocked sender per batch, not per record.
+        let mut inbox = Vec::with_capacity(COMMAND_BATCH);
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -146,19 +154,16 @@ impl Dispatcher {
                         self.on_refreshed(refreshed);
                     }
                 }
-                command = self.commands.recv(), if !self.shutting_down => {
-                    match command {
-                        Some(command) => {
-                            self.on_command(command);
-                            for _ in 0..COMMAND_BATCH {
-                                match self.commands.try_recv() {
-                                    Ok(command) => self.on_command(command),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+                received = self.commands.recv_many(&mut inbox, COMMAND_BATCH), if !self.shutting_down => {
+                    if received == 0 {
                         // Every handle is gone: drain what was accepted, then stop.
-                        None => self.shutting_down = true,
+                        self.shutting_down = true;
+                    }
+                    for command in inbox.drain(..) {
+                        self.on_command(command);
+                    }
+                    for (stream, n) in self.received.drain() {
+                        kpl_metrics::received(&stream, n);
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
@@ -190,7 +195,10 @@ impl Dispatcher {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Put(p) => self.route(*p),
+            Command::Put(p) => {
+                *self.received.entry(p.record.stream.clone()).or_insert(0) += 1;
+                self.route(*p);
+            }
             Command::Flush => self.flushing = true,
             Command::Shutdown => {
                 self.shutting_down = true;
@@ -430,6 +438,9 @@ impl Dispatcher {
         owned: impl Fn(&Pending) -> bool,
     ) {
         let aggregated = record.aggregated();
+        // One allocation per Kinesis record, shared by all of its user records' results.
+        let (shard, sequence): (Arc<str>, Arc<str>) =
+            (Arc::from(shard_id), Arc::from(sequence_number));
         let per_kinesis_record = record.user_records.len();
         let stream = record.stream.clone();
         let now = started + duration;
@@ -450,7 +461,7 @@ impl Dispatcher {
                 p.attempts.push(Attempt::new(delay, duration, None));
                 // Count before resolving: whoever awaits the result may read stats at once.
                 Counters::add(&self.counters.user_records_put, 1);
-                p.succeed(shard_id, sequence_number, sub as u64, aggregated);
+                p.succeed(&shard, &sequence, sub as u64, aggregated);
             } else {
                 Counters::add(&self.counters.wrong_shard_resent, 1);
                 let error = AttemptError {
@@ -616,7 +627,7 @@ impl Dispatcher {
                 let (base, max) = (self.config.retry_base_delay, self.config.retry_max_delay);
                 let wait = p
                     .backoff
-                    .get_or_insert_with(|| Backoff::new(base, max))
+                    .get_or_insert_with(|| Box::new(Backoff::new(base, max)))
                     .next_delay(&mut self.rng);
                 let at = (now + wait).min(p.expires);
                 Counters::add(&self.counters.retries, 1);

@@ -31,7 +31,8 @@ pub(crate) struct Pending {
     /// When the current attempt's wait began (arrival, or the previous attempt's end).
     pub(crate) waiting_since: Instant,
     pub(crate) attempts: Vec<Attempt>,
-    pub(crate) backoff: Option<Backoff>,
+    /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
+    pub(crate) backoff: Option<Box<Backoff>>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
     pub(crate) reply: Option<oneshot::Sender<PutResult>>,
     /// Released when the record resolves (before its future is told): this bounds memory.
@@ -52,14 +53,14 @@ impl Pending {
     /// Resolves the record successfully.
     pub(crate) fn succeed(
         mut self,
-        shard_id: &str,
-        sequence_number: &str,
+        shard_id: &Arc<str>,
+        sequence_number: &Arc<str>,
         sub_sequence_number: u64,
         aggregated: bool,
     ) {
         let outcome = PutOutcome {
-            shard_id: shard_id.to_owned(),
-            sequence_number: sequence_number.to_owned(),
+            shard_id: shard_id.clone(),
+            sequence_number: sequence_number.clone(),
             sub_sequence_number,
             aggregated,
             attempts: std::mem::take(&mut self.attempts),

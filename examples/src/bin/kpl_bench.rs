@@ -1,0 +1,320 @@
+//! Producer benchmark: puts N user records and reports user records/s, Kinesis records/s,
+//! PutRecords calls, CPU-seconds per million user records and peak RSS of this process.
+//!
+//! ```text
+//! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--endpoint URL | --fast]
+//! ```
+//!
+//! `--endpoint URL` measures against a real endpoint (kinesis-mock from scripts/local-aws.sh);
+//! `--fast` starts this same binary as a child process serving a minimal in-memory Kinesis
+//! (ListShards and PutRecords only, nothing stored) on a loopback port, so the producer's own
+//! ceiling shows and the server's CPU is not counted. CPU time and peak RSS come from
+//! `/proc/self/stat` and `/proc/self/status` (the same figures getrusage reports).
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use kinesis_format::HashKey;
+use kpl::{Producer, ProducerConfig, UserRecord};
+use serde_json::{Value, json};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
+
+#[derive(Debug)]
+struct Args {
+    records: usize,
+    size: usize,
+    shards: u32,
+    aggregation: bool,
+    endpoint: Option<String>,
+    fast: bool,
+    serve: Option<u32>,
+}
+
+fn args() -> Result<Args, Box<dyn Error>> {
+    let mut a = Args {
+        records: 1_000_000,
+        size: 100,
+        shards: 64,
+        aggregation: true,
+        endpoint: None,
+        fast: false,
+        serve: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--records" => a.records = value()?.parse()?,
+            "--size" => a.size = value()?.parse()?,
+            "--shards" => a.shards = value()?.parse()?,
+            "--no-aggregation" => a.aggregation = false,
+            "--endpoint" => a.endpoint = Some(value()?),
+            "--fast" => a.fast = true,
+            "--serve-fast" => a.serve = Some(value()?.parse()?),
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let args = args()?;
+    if let Some(shards) = args.serve {
+        return serve_fast(shards).await;
+    }
+    let mut child = None;
+    let (endpoint, stream) = if args.fast {
+        let mut c = std::process::Command::new(std::env::current_exe()?)
+            .args(["--serve-fast", &args.shards.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.take().ok_or("child stdout")?),
+            &mut line,
+        )?;
+        child = Some(c);
+        (line.trim().to_owned(), "bench".to_owned())
+    } else {
+        let endpoint = args
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_KINESIS").ok())
+            .ok_or("give --endpoint URL, --fast, or set AWS_ENDPOINT_URL_KINESIS")?;
+        let stream = create_stream(&endpoint, args.shards).await?;
+        (endpoint, stream)
+    };
+    let result = run(&args, &endpoint, &stream).await;
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    result
+}
+
+async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_kinesis::Client::new(&config)
+}
+
+async fn create_stream(endpoint: &str, shards: u32) -> Result<String, Box<dyn Error>> {
+    let kinesis = client(endpoint).await;
+    let name = format!("bench-{}", std::process::id());
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(i32::try_from(shards)?)
+        .send()
+        .await?;
+    for _ in 0..600 {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await?;
+        if d.stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("stream never became ACTIVE".into())
+}
+
+async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Error>> {
+    let kinesis = client(endpoint).await;
+    let config = ProducerConfig::default()
+        .aggregation_enabled(args.aggregation)
+        .request_timeout(Duration::from_secs(60))
+        .record_ttl(Duration::from_secs(600));
+    let producer = Producer::with_client(&kinesis, config)?;
+    let data = Bytes::from(vec![b'x'; args.size]);
+    // One shared stream name: UserRecord::new takes an Arc<str> without allocating.
+    let stream: Arc<str> = Arc::from(stream);
+    let (cpu_before, started) = (cpu_seconds()?, Instant::now());
+
+    // Results are awaited by another task, in order, so this loop only feeds the producer.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<kpl::PutFuture>(65_536);
+    let failed = Arc::new(AtomicU64::new(0));
+    let waiter = {
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if f.await.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for i in 0..args.records {
+        let record = UserRecord::new(stream.clone(), format!("{i:016x}"), data.clone());
+        tx.send(producer.put(record).await?).await?;
+    }
+    drop(tx);
+    waiter.await?;
+    producer.flush_and_wait().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()? - cpu_before;
+    let stats = producer.stats();
+    producer.shutdown().await;
+
+    let n = args.records as f64;
+    println!(
+        "records={} size={}B aggregation={} shards={} allocator={ALLOCATOR_NAME} endpoint={}",
+        args.records,
+        args.size,
+        args.aggregation,
+        args.shards,
+        if args.fast {
+            "fast in-process"
+        } else {
+            endpoint
+        }
+    );
+    println!(
+        "elapsed_s={elapsed:.2} user_records_per_s={:.0}",
+        n / elapsed
+    );
+    println!(
+        "kinesis_records={} kinesis_records_per_s={:.0} put_records_calls={} failed={}",
+        stats.kinesis_records_put,
+        stats.kinesis_records_put as f64 / elapsed,
+        stats.put_records_calls,
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "cpu_s={cpu:.2} cpu_s_per_million_user_records={:.3} peak_rss_mib={:.1}",
+        cpu / n * 1e6,
+        peak_rss_kib()? as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> Result<f64, Box<dyn Error>> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let rest = &stat[stat.rfind(')').ok_or("bad /proc/self/stat")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+fn peak_rss_kib() -> Result<u64, Box<dyn Error>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or("no VmHWM")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmHWM")?.parse()?)
+}
+
+/// A minimal Kinesis for the bench: ListShards answers `shards` even shards; PutRecords answers
+/// success for every entry on the shard owning its hash key. Nothing is stored.
+async fn serve_fast(shards: u32) -> Result<(), Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    println!("http://{}", listener.local_addr()?);
+    let width = u128::MAX / u128::from(shards);
+    let ranges: Arc<Vec<(u128, u128)>> = Arc::new(
+        (0..u128::from(shards))
+            .map(|i| {
+                (
+                    i * width,
+                    if i + 1 == u128::from(shards) {
+                        u128::MAX
+                    } else {
+                        (i + 1) * width - 1
+                    },
+                )
+            })
+            .collect(),
+    );
+    let sequence = Arc::new(AtomicU64::new(1));
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let (ranges, sequence) = (ranges.clone(), sequence.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (ranges, sequence) = (ranges.clone(), sequence.clone());
+                async move {
+                    let target = req
+                        .headers()
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let answer = if target.ends_with(".ListShards") {
+                        let shards: Vec<Value> = ranges
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (s, e))| {
+                                json!({"ShardId": format!("shardId-{i:012}"),
+                                       "HashKeyRange": {"StartingHashKey": s.to_string(), "EndingHashKey": e.to_string()},
+                                       "SequenceNumberRange": {"StartingSequenceNumber": "1"}})
+                            })
+                            .collect();
+                        json!({"Shards": shards})
+                    } else {
+                        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let records: Vec<Value> = request["Records"]
+                            .as_array()
+                            .map(|entries| {
+                                entries
+                                    .iter()
+                                    .map(|e| {
+                                        let key = HashKey::for_record(
+                                            e["PartitionKey"].as_str().unwrap_or_default(),
+                                            e["ExplicitHashKey"].as_str(),
+                                        )
+                                        .unwrap_or(HashKey(0));
+                                        let shard = ranges.partition_point(|(_, end)| *end < key.0);
+                                        let seq = sequence.fetch_add(1, Ordering::Relaxed);
+                                        json!({"ShardId": format!("shardId-{shard:012}"), "SequenceNumber": seq.to_string()})
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        json!({"FailedRecordCount": 0, "Records": records})
+                    };
+                    Ok::<_, hyper::Error>(
+                        Response::builder()
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .body(Full::new(Bytes::from(answer.to_string())))
+                            .unwrap_or_default(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+    }
+}
