@@ -1,0 +1,308 @@
+//! Which leases this worker should take: the lease-taking rules of the Java KCL as a pure function
+//! of the lease table and this worker's own observations, so they are tested without sleeping.
+//!
+//! - A lease is expired when it has no owner, or when its counter has not changed for the failover
+//!   time *on this worker's clock* (clocks of different hosts are never compared).
+//! - The target is ceil(active leases / workers), capped by `max_leases_per_worker`. Below it, a
+//!   worker takes expired leases first; when none are expired it steals up to
+//!   `max_leases_to_steal` from the most-loaded worker, if that worker is above the target (or at
+//!   it while this worker needs more than one).
+//! - Leases of finished shards (checkpoint SHARD_END) are neither counted nor taken.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::leases::Lease;
+
+/// The taker's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct TakerConfig {
+    pub(crate) worker_id: String,
+    pub(crate) failover_time: Duration,
+    pub(crate) max_leases_per_worker: usize,
+    pub(crate) max_leases_to_steal: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Observed {
+    counter: u64,
+    owner: Option<String>,
+    /// When this worker last saw the counter change (None: never owned, expired at once).
+    changed_at: Option<Instant>,
+}
+
+/// What to do this round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Expired or unowned leases to take.
+    pub(crate) take: Vec<Lease>,
+    /// Leases to steal from a busier worker.
+    pub(crate) steal: Vec<Lease>,
+}
+
+/// Remembers when each lease's counter last moved, and plans takes and steals.
+#[derive(Debug)]
+pub(crate) struct LeaseTaker {
+    config: TakerConfig,
+    observed: HashMap<String, Observed>,
+}
+
+impl LeaseTaker {
+    pub(crate) fn new(config: TakerConfig) -> Self {
+        LeaseTaker {
+            config,
+            observed: HashMap::new(),
+        }
+    }
+
+    /// Records a fresh listing of the table (at `now`) and returns what to take.
+    pub(crate) fn plan(&mut self, leases: &[Lease], now: Instant) -> Plan {
+        self.observe(leases, now);
+        let me = self.config.worker_id.as_str();
+        let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
+        let (expired, live): (Vec<&Lease>, Vec<&Lease>) = active
+            .iter()
+            .partition(|l| self.is_expired(l, now) && l.owner.as_deref() != Some(me));
+
+        let mut per_owner: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+        for lease in &live {
+            if let Some(owner) = lease.owner.as_deref() {
+                per_owner.entry(owner).or_default().push(lease);
+            }
+        }
+        let mine = per_owner.get(me).map_or(0, Vec::len);
+        let workers = per_owner.len() + usize::from(!per_owner.contains_key(me));
+        let target = active
+            .len()
+            .div_ceil(workers.max(1))
+            .min(self.config.max_leases_per_worker);
+        if mine >= target {
+            return Plan::default();
+        }
+        let needed = target - mine;
+
+        if !expired.is_empty() {
+            // Oldest-key order keeps parents (lower shard ids) ahead of their children.
+            let mut take: Vec<Lease> = expired.into_iter().cloned().collect();
+            take.sort_by(|a, b| a.key.cmp(&b.key));
+            take.truncate(needed);
+            return Plan {
+                take,
+                steal: Vec::new(),
+            };
+        }
+
+        let busiest = per_owner
+            .iter()
+            .filter(|(owner, _)| **owner != me)
+            .max_by_key(|(owner, held)| (held.len(), std::cmp::Reverse(**owner)));
+        let Some((_, held)) = busiest else {
+            return Plan::default();
+        };
+        let worth_it = held.len() > target || (held.len() == target && needed > 1);
+        if !worth_it {
+            return Plan::default();
+        }
+        let count = needed
+            .min(self.config.max_leases_to_steal)
+            .min(held.len().saturating_sub(target).max(1));
+        let mut steal: Vec<Lease> = held.iter().map(|l| (*l).clone()).collect();
+        steal.sort_by(|a, b| b.key.cmp(&a.key));
+        steal.truncate(count);
+        Plan {
+            take: Vec::new(),
+            steal,
+        }
+    }
+
+    fn observe(&mut self, leases: &[Lease], now: Instant) {
+        let mut next = HashMap::with_capacity(leases.len());
+        for lease in leases {
+            let changed_at = match self.observed.get(&lease.key) {
+                Some(o) if o.counter == lease.counter && o.owner == lease.owner => o.changed_at,
+                // First sight of an owned lease: give its owner the full failover time.
+                Some(_) | None if lease.owner.is_some() => Some(now),
+                _ => None,
+            };
+            next.insert(
+                lease.key.clone(),
+                Observed {
+                    counter: lease.counter,
+                    owner: lease.owner.clone(),
+                    changed_at,
+                },
+            );
+        }
+        self.observed = next;
+    }
+
+    fn is_expired(&self, lease: &Lease, now: Instant) -> bool {
+        if lease.owner.is_none() {
+            return true;
+        }
+        match self.observed.get(&lease.key).and_then(|o| o.changed_at) {
+            Some(at) => now.saturating_duration_since(at) > self.config.failover_time,
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::CheckpointPosition;
+
+    fn config(me: &str) -> TakerConfig {
+        TakerConfig {
+            worker_id: me.into(),
+            failover_time: Duration::from_secs(10),
+            max_leases_per_worker: usize::MAX,
+            max_leases_to_steal: 1,
+        }
+    }
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+        let mut l = Lease::new(key, CheckpointPosition::TrimHorizon);
+        l.owner = owner.map(str::to_owned);
+        l.counter = counter;
+        l
+    }
+
+    fn keys(leases: &[Lease]) -> Vec<&str> {
+        leases.iter().map(|l| l.key.as_str()).collect()
+    }
+
+    #[test]
+    fn unowned_leases_are_taken_at_once_up_to_the_fair_share() {
+        let now = Instant::now();
+        let mut taker = LeaseTaker::new(config("a"));
+        let table: Vec<Lease> = (0..4).map(|i| lease(&format!("s{i}"), None, 0)).collect();
+        // Alone: all four.
+        assert_eq!(
+            keys(&taker.plan(&table, now).take),
+            ["s0", "s1", "s2", "s3"]
+        );
+
+        // With another worker holding one live lease: the share is ceil(4/2) = 2.
+        let mut table = table;
+        table[3] = lease("s3", Some("b"), 5);
+        let plan = LeaseTaker::new(config("a")).plan(&table, now);
+        assert_eq!(keys(&plan.take), ["s0", "s1"]);
+    }
+
+    #[test]
+    fn an_owned_lease_expires_only_after_its_counter_stood_still_for_the_failover_time() {
+        let start = Instant::now();
+        let mut taker = LeaseTaker::new(config("a"));
+        let table = vec![lease("s0", Some("b"), 7)];
+        assert_eq!(
+            taker.plan(&table, start),
+            Plan::default(),
+            "first sight: not expired"
+        );
+        assert_eq!(
+            taker.plan(&table, start + Duration::from_secs(10)),
+            Plan::default(),
+            "exactly the failover time: not yet"
+        );
+        // The owner renews: the clock restarts.
+        let renewed = vec![lease("s0", Some("b"), 8)];
+        assert_eq!(
+            taker.plan(&renewed, start + Duration::from_secs(9)),
+            Plan::default()
+        );
+        assert_eq!(
+            taker.plan(&renewed, start + Duration::from_secs(19)),
+            Plan::default()
+        );
+        let plan = taker.plan(&renewed, start + Duration::from_secs(20));
+        assert_eq!(
+            keys(&plan.take),
+            ["s0"],
+            "counter unchanged for more than 10 s"
+        );
+    }
+
+    #[test]
+    fn three_workers_on_eight_shards_settle_at_3_3_2() {
+        let now = Instant::now();
+        let mut owners: Vec<Option<String>> = vec![None; 8];
+        let mut takers: Vec<LeaseTaker> = ["w0", "w1", "w2"]
+            .iter()
+            .map(|w| LeaseTaker::new(config(w)))
+            .collect();
+        // Each worker in turn plans against the table as the others left it, and applies its plan.
+        for round in 0..10 {
+            for (i, taker) in takers.iter_mut().enumerate() {
+                let me = format!("w{i}");
+                let table: Vec<Lease> = owners
+                    .iter()
+                    .enumerate()
+                    .map(|(s, o)| lease(&format!("s{s}"), o.as_deref(), round))
+                    .collect();
+                let plan = taker.plan(&table, now);
+                for l in plan.take.iter().chain(&plan.steal) {
+                    let s: usize = l.key[1..].parse().unwrap();
+                    owners[s] = Some(me.clone());
+                }
+            }
+        }
+        let mut counts: Vec<usize> = (0..3)
+            .map(|i| {
+                owners
+                    .iter()
+                    .filter(|o| o.as_deref() == Some(format!("w{i}").as_str()))
+                    .count()
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts, [2, 3, 3]);
+    }
+
+    #[test]
+    fn steals_one_lease_from_the_busiest_worker_when_nothing_is_expired() {
+        let now = Instant::now();
+        let mut table: Vec<Lease> = (0..6)
+            .map(|i| lease(&format!("s{i}"), Some("b"), 1))
+            .collect();
+        table.push(lease("s6", Some("c"), 1));
+        let plan = LeaseTaker::new(config("a")).plan(&table, now);
+        assert!(plan.take.is_empty());
+        assert_eq!(plan.steal.len(), 1, "max_leases_to_steal is 1");
+        assert_eq!(plan.steal[0].owner.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_balanced_fleet_steals_nothing_and_finished_shards_do_not_count() {
+        let now = Instant::now();
+        let mut table = vec![
+            lease("s0", Some("a"), 1),
+            lease("s1", Some("a"), 1),
+            lease("s2", Some("b"), 1),
+            lease("s3", Some("b"), 1),
+        ];
+        assert_eq!(
+            LeaseTaker::new(config("a")).plan(&table, now),
+            Plan::default()
+        );
+        let mut done = lease("s9", None, 1);
+        done.checkpoint = CheckpointPosition::ShardEnd;
+        table.push(done);
+        assert_eq!(
+            LeaseTaker::new(config("a")).plan(&table, now),
+            Plan::default(),
+            "a finished lease is never taken"
+        );
+    }
+
+    #[test]
+    fn max_leases_per_worker_caps_the_share() {
+        let now = Instant::now();
+        let table: Vec<Lease> = (0..10).map(|i| lease(&format!("s{i}"), None, 0)).collect();
+        let mut c = config("a");
+        c.max_leases_per_worker = 3;
+        assert_eq!(LeaseTaker::new(c).plan(&table, now).take.len(), 3);
+    }
+}

@@ -1,0 +1,200 @@
+//! A lease: one worker's claim on one shard, with the shard's checkpoint. Field names follow the
+//! Java KCL's lease table so a table written by either can be read by the other.
+
+use std::fmt;
+
+use kinesis_format::{HashKeyRange, SequenceNumber};
+
+/// Where a shard's processing stands: a position, or one of the KCL's sentinel values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CheckpointPosition {
+    /// Not started; begin at the oldest record.
+    TrimHorizon,
+    /// Not started; begin at the newest record.
+    Latest,
+    /// Not started; begin at the worker's configured timestamp.
+    AtTimestamp,
+    /// The shard was read to its end and its processor checkpointed that.
+    ShardEnd,
+    /// The last processed user record.
+    Sequence {
+        /// Its Kinesis record's sequence number.
+        sequence: SequenceNumber,
+        /// Its index inside that record's aggregate (0 for a raw record).
+        sub_sequence: u64,
+    },
+}
+
+impl CheckpointPosition {
+    /// The string KCL stores in the `checkpoint` attribute.
+    pub fn as_stored(&self) -> (String, u64) {
+        match self {
+            CheckpointPosition::TrimHorizon => ("TRIM_HORIZON".into(), 0),
+            CheckpointPosition::Latest => ("LATEST".into(), 0),
+            CheckpointPosition::AtTimestamp => ("AT_TIMESTAMP".into(), 0),
+            CheckpointPosition::ShardEnd => ("SHARD_END".into(), 0),
+            CheckpointPosition::Sequence {
+                sequence,
+                sub_sequence,
+            } => (sequence.to_string(), *sub_sequence),
+        }
+    }
+
+    /// Reads the `checkpoint` and `checkpointSubSequenceNumber` attributes.
+    pub fn from_stored(checkpoint: &str, sub_sequence: u64) -> Result<Self, String> {
+        Ok(match checkpoint {
+            "TRIM_HORIZON" => CheckpointPosition::TrimHorizon,
+            "LATEST" => CheckpointPosition::Latest,
+            "AT_TIMESTAMP" => CheckpointPosition::AtTimestamp,
+            "SHARD_END" => CheckpointPosition::ShardEnd,
+            digits => CheckpointPosition::Sequence {
+                sequence: SequenceNumber::parse(digits).map_err(|e| e.to_string())?,
+                sub_sequence,
+            },
+        })
+    }
+}
+
+impl fmt::Display for CheckpointPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointPosition::Sequence {
+                sequence,
+                sub_sequence,
+            } => write!(f, "{sequence}/{sub_sequence}"),
+            other => f.write_str(&other.as_stored().0),
+        }
+    }
+}
+
+/// One row of the lease table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The shard id (`leaseKey`).
+    pub key: String,
+    /// The worker holding it (`leaseOwner`), if any.
+    pub owner: Option<String>,
+    /// Bumped by every renew, take, release and checkpoint (`leaseCounter`); conditional writes
+    /// compare it, and a counter that has not moved for the failover time means the owner is gone.
+    pub counter: u64,
+    /// `ownerSwitchesSinceCheckpoint`.
+    pub owner_switches_since_checkpoint: u64,
+    /// `checkpoint` + `checkpointSubSequenceNumber`.
+    pub checkpoint: CheckpointPosition,
+    /// `pendingCheckpoint` + `pendingCheckpointSubSequenceNumber` (two-phase checkpoints).
+    pub pending_checkpoint: Option<CheckpointPosition>,
+    /// `parentShardId`: one parent after a split, two after a merge.
+    pub parent_shard_ids: Vec<String>,
+    /// `childShardIds`, written at shard end.
+    pub child_shard_ids: Vec<String>,
+    /// `startingHashKey` / `endingHashKey`.
+    pub hash_key_range: Option<HashKeyRange>,
+}
+
+impl Lease {
+    /// A new, unowned lease for a shard, starting at `checkpoint`.
+    pub fn new(key: impl Into<String>, checkpoint: CheckpointPosition) -> Self {
+        Lease {
+            key: key.into(),
+            owner: None,
+            counter: 0,
+            owner_switches_since_checkpoint: 0,
+            checkpoint,
+            pending_checkpoint: None,
+            parent_shard_ids: Vec::new(),
+            child_shard_ids: Vec::new(),
+            hash_key_range: None,
+        }
+    }
+
+    /// With these parent shards.
+    pub fn with_parents(mut self, parents: Vec<String>) -> Self {
+        self.parent_shard_ids = parents;
+        self
+    }
+
+    /// With the shard's hash key range.
+    pub fn with_hash_key_range(mut self, range: HashKeyRange) -> Self {
+        self.hash_key_range = Some(range);
+        self
+    }
+
+    /// Whether the shard was processed to its end.
+    pub fn is_finished(&self) -> bool {
+        self.checkpoint == CheckpointPosition::ShardEnd
+    }
+}
+
+/// The state changes the lease table allows, as pure functions: each store checks its condition
+/// and writes the result (the in-memory store literally; DynamoDB as an update expression).
+impl Lease {
+    /// Renewal: the owner proves it is alive by bumping the counter.
+    pub(crate) fn renewed(&self) -> Lease {
+        Lease {
+            counter: self.counter + 1,
+            ..self.clone()
+        }
+    }
+
+    /// Taken by `owner` (an expired or stolen lease, or a new one).
+    pub(crate) fn taken_by(&self, owner: &str) -> Lease {
+        let switched = self.owner.as_deref().is_some_and(|o| o != owner);
+        Lease {
+            owner: Some(owner.to_owned()),
+            counter: self.counter + 1,
+            owner_switches_since_checkpoint: self.owner_switches_since_checkpoint
+                + u64::from(switched),
+            ..self.clone()
+        }
+    }
+
+    /// Released by its owner: nobody holds it, and any worker may take it at once.
+    pub(crate) fn released(&self) -> Lease {
+        Lease {
+            owner: None,
+            counter: self.counter + 1,
+            ..self.clone()
+        }
+    }
+
+    /// A new checkpoint (and pending checkpoint) from the owner.
+    pub(crate) fn checkpointed(
+        &self,
+        checkpoint: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Lease {
+        Lease {
+            counter: self.counter + 1,
+            checkpoint: checkpoint.clone(),
+            pending_checkpoint: pending.cloned(),
+            owner_switches_since_checkpoint: 0,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinels_and_positions_round_trip_through_their_stored_form() {
+        let seq = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898")
+            .unwrap();
+        for p in [
+            CheckpointPosition::TrimHorizon,
+            CheckpointPosition::Latest,
+            CheckpointPosition::AtTimestamp,
+            CheckpointPosition::ShardEnd,
+            CheckpointPosition::Sequence {
+                sequence: seq,
+                sub_sequence: 7,
+            },
+        ] {
+            let (text, sub) = p.as_stored();
+            assert_eq!(CheckpointPosition::from_stored(&text, sub), Ok(p));
+        }
+        assert!(CheckpointPosition::from_stored("garbage", 0).is_err());
+    }
+}

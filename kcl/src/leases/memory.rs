@@ -1,0 +1,176 @@
+//! An in-memory lease table for unit tests, with the same conditions as the DynamoDB one.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::lease::{CheckpointPosition, Lease};
+use super::store::{LeaseError, LeaseStore};
+
+/// Leases in a map behind a mutex.
+#[derive(Debug, Default)]
+pub struct MemoryLeaseStore {
+    leases: Mutex<BTreeMap<String, Lease>>,
+}
+
+impl MemoryLeaseStore {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies `change` to the stored lease if `condition` holds for it.
+    fn update(
+        &self,
+        key: &str,
+        condition: impl FnOnce(&Lease) -> bool,
+        change: impl FnOnce(&Lease) -> Lease,
+    ) -> Result<Lease, LeaseError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let current = leases.get(key).ok_or_else(|| LeaseError::NotFound {
+            key: key.to_owned(),
+        })?;
+        if !condition(current) {
+            return Err(LeaseError::Conflict {
+                key: key.to_owned(),
+                current: Some(Box::new(current.clone())),
+            });
+        }
+        let next = change(current);
+        leases.insert(key.to_owned(), next.clone());
+        Ok(next)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryLeaseStore {
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        Ok(self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        Ok(self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned())
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.contains_key(&lease.key) {
+            return Ok(false);
+        }
+        leases.insert(lease.key.clone(), lease.clone());
+        Ok(true)
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.update(&lease.key, |c| c.counter == lease.counter, Lease::renewed)
+    }
+
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.update(
+            &lease.key,
+            |c| c.counter == lease.counter,
+            |c| c.taken_by(owner),
+        )
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.update(&lease.key, |c| c.owner == lease.owner, Lease::released)
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Result<Lease, LeaseError> {
+        self.update(
+            &lease.key,
+            |c| c.counter == lease.counter && c.owner == lease.owner,
+            |c| c.checkpointed(checkpoint, pending),
+        )
+    }
+
+    async fn set_child_shards(
+        &self,
+        lease: &Lease,
+        children: &[String],
+    ) -> Result<Lease, LeaseError> {
+        self.update(
+            &lease.key,
+            |c| c.owner == lease.owner,
+            |c| Lease {
+                child_shard_ids: children.to_vec(),
+                ..c.clone()
+            },
+        )
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), LeaseError> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conditions_hold_like_the_lease_table() {
+        let store = MemoryLeaseStore::new();
+        let lease = Lease::new("shardId-0", CheckpointPosition::TrimHorizon);
+        assert!(store.create_if_absent(&lease).await.unwrap());
+        assert!(!store.create_if_absent(&lease).await.unwrap());
+
+        let mine = store.take(&lease, "a").await.unwrap();
+        assert_eq!((mine.owner.as_deref(), mine.counter), (Some("a"), 1));
+        // A second taker with the stale counter loses and learns who holds it.
+        let err = store.take(&lease, "b").await.unwrap_err();
+        match err {
+            LeaseError::Conflict {
+                current: Some(c), ..
+            } => assert_eq!(c.owner.as_deref(), Some("a")),
+            other => panic!("{other:?}"),
+        }
+        let renewed = store.renew(&mine).await.unwrap();
+        assert_eq!(renewed.counter, 2);
+        // The stale copy can no longer checkpoint: the counter moved.
+        assert!(
+            store
+                .checkpoint(&mine, &CheckpointPosition::ShardEnd, None)
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        let done = store
+            .checkpoint(&renewed, &CheckpointPosition::ShardEnd, None)
+            .await
+            .unwrap();
+        assert!(done.is_finished());
+        let stolen = store.take(&done, "b").await.unwrap();
+        assert_eq!(stolen.owner_switches_since_checkpoint, 1);
+        // The old owner can no longer release it.
+        assert!(store.release(&done).await.unwrap_err().is_conflict());
+        let released = store.release(&stolen).await.unwrap();
+        assert_eq!(released.owner, None);
+    }
+}

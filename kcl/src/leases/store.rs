@@ -1,0 +1,92 @@
+//! The lease table behind a trait: DynamoDB in production, memory in unit tests. Every change is
+//! a conditional write on the lease counter (and owner, where it matters) as the Java KCL does,
+//! so two workers can never both believe they won.
+
+use async_trait::async_trait;
+
+use super::lease::{CheckpointPosition, Lease};
+
+/// A lease-table operation that did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// Someone changed the lease first (another worker took it, or it renewed): the condition on
+    /// its counter or owner failed. `current` is the lease as it is now, when the store knows.
+    #[error("lease {key} changed under us (another worker holds or took it); current: {current:?}")]
+    Conflict {
+        /// The lease key.
+        key: String,
+        /// The lease as stored now.
+        current: Option<Box<Lease>>,
+    },
+    /// The lease does not exist (any more).
+    #[error("lease {key} does not exist")]
+    NotFound {
+        /// The lease key.
+        key: String,
+    },
+    /// A row that is not a valid lease.
+    #[error("lease {key} in the table is malformed: {message}")]
+    Malformed {
+        /// The lease key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store failed (network, throttling, permissions...).
+    #[error("lease table error: {message}")]
+    Store {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl LeaseError {
+    /// Whether this is a lost conditional write (the lease belongs to someone else now).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, LeaseError::Conflict { .. })
+    }
+}
+
+/// Operations on the lease table. Each returns the lease as written.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Creates the table if it does not exist (and waits until it can be used).
+    async fn ensure_table(&self) -> Result<(), LeaseError>;
+
+    /// Every lease (a consistent read where the store offers one).
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
+
+    /// One lease.
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError>;
+
+    /// Creates the lease unless its key exists; `Ok(false)` when it existed.
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError>;
+
+    /// Bumps the counter if it is still `lease.counter`.
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Makes `owner` the owner if the counter is still `lease.counter`.
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
+
+    /// Clears the owner if it is still `lease.owner` (graceful hand-over).
+    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Stores a checkpoint if the counter is still `lease.counter` and the owner `lease.owner`.
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Result<Lease, LeaseError>;
+
+    /// Records the shard's children (at shard end), if the owner is still `lease.owner`.
+    async fn set_child_shards(
+        &self,
+        lease: &Lease,
+        children: &[String],
+    ) -> Result<Lease, LeaseError>;
+
+    /// Deletes a lease (cleanup of a finished shard whose children have started).
+    async fn delete(&self, key: &str) -> Result<(), LeaseError>;
+}
