@@ -9,6 +9,7 @@
 //! - [`fault_proxy`] injects throttling, 5xx, resets and stalls between the SDK and Kinesis.
 
 pub mod check;
+pub mod consume;
 mod env;
 pub mod fault_proxy;
 mod names;

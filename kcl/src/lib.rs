@@ -1,6 +1,21 @@
-//! The Kinesis consumer (KCL equivalent). Built so far: the lease table ([`leases`]) with the
-//! Java KCL's attribute names and conditional-write semantics, in DynamoDB and in memory. The
-//! coordinator, shard consumers and checkpointer build on it.
+#![doc = include_str!("../README.md")]
 
+mod checkpoint;
+mod config;
 mod coordinator;
 pub mod leases;
+mod lifecycle;
+mod processor;
+mod retrieval;
+mod shard_sync;
+mod stream;
+mod worker;
+
+pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
+pub use config::{InitialPosition, WorkerConfig};
+pub use lifecycle::ShardState;
+pub use processor::{
+    ConsumerRecord, InitializeInput, ProcessRecordsInput, RecordProcessor, RecordProcessorFactory,
+};
+pub use stream::StreamRef;
+pub use worker::{ShutdownHandle, Worker, WorkerError};

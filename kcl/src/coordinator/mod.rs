@@ -1,6 +1,142 @@
-//! The lease coordinator: renewing held leases, taking expired ones, stealing toward balance.
+//! The lease coordinator: renews the leases this worker holds, takes expired ones and steals
+//! toward balance. A lease whose renewal finds it changed (taken by another worker), or that could
+//! not be renewed for the failover time, is marked lost; its shard's processor then gets
+//! `lease_lost` within one renew interval.
 
-// The worker that drives the taker is the next step of the consumer; until it lands, the taker
-// is exercised only by its unit tests.
-#[allow(dead_code)]
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::checkpoint::HeldLease;
+use crate::leases::{LeaseError, LeaseStore};
+
+// Used by the coordinator below; also tested on its own.
 pub(crate) mod taker;
+
+use taker::{LeaseTaker, TakerConfig};
+
+/// Renews, takes and releases leases for one worker.
+#[derive(Debug)]
+pub(crate) struct LeaseCoordinator {
+    store: Arc<dyn LeaseStore>,
+    worker_id: String,
+    failover_time: Duration,
+    held: Mutex<HashMap<String, Arc<HeldLease>>>,
+    taker: tokio::sync::Mutex<LeaseTaker>,
+}
+
+impl LeaseCoordinator {
+    pub(crate) fn new(store: Arc<dyn LeaseStore>, config: TakerConfig) -> Self {
+        LeaseCoordinator {
+            store,
+            worker_id: config.worker_id.clone(),
+            failover_time: config.failover_time,
+            held: Mutex::new(HashMap::new()),
+            taker: tokio::sync::Mutex::new(LeaseTaker::new(config)),
+        }
+    }
+
+    fn held(&self) -> Vec<Arc<HeldLease>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// How many leases this worker holds.
+    pub(crate) fn held_count(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn forget(&self, key: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// One renewal round over every held lease.
+    pub(crate) async fn renew_all(&self) {
+        for held in self.held() {
+            if held.lost.is_cancelled() {
+                self.forget(&held.key);
+                continue;
+            }
+            let mut lease = held.lease.lock().await;
+            match self.store.renew(&lease).await {
+                Ok(renewed) => {
+                    *lease = renewed;
+                    *held.last_renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
+                Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
+                    tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
+                    held.lost.cancel();
+                    self.forget(&held.key);
+                }
+                Err(e) => {
+                    let since = held
+                        .last_renewed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .elapsed();
+                    tracing::warn!(lease = %held.key, error = %e, "lease renewal failed");
+                    if since > self.failover_time {
+                        // Others may already consider it expired: stop before they take it.
+                        held.lost.cancel();
+                        self.forget(&held.key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One taking round: lists the table, takes and steals what the taker plans. Returns the
+    /// leases newly held.
+    pub(crate) async fn take_round(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
+        let leases = self.store.list().await?;
+        let plan = self.taker.lock().await.plan(&leases, Instant::now());
+        let mut taken = Vec::new();
+        for (lease, stolen) in plan
+            .take
+            .iter()
+            .map(|l| (l, false))
+            .chain(plan.steal.iter().map(|l| (l, true)))
+        {
+            match self.store.take(lease, &self.worker_id).await {
+                Ok(mine) => {
+                    tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
+                    let held = HeldLease::new(mine);
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(held.key.clone(), held.clone());
+                    taken.push(held);
+                }
+                // Another worker was faster, or the owner renewed: fine, next round.
+                Err(e) if e.is_conflict() => {}
+                Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Gives a lease back (graceful shutdown, or a finished shard): owner cleared, so any worker
+    /// may take it at once instead of waiting for the failover time.
+    pub(crate) async fn release(&self, held: &HeldLease) {
+        self.forget(&held.key);
+        let lease = held.lease.lock().await;
+        if let Err(e) = self.store.release(&lease).await {
+            tracing::info!(lease = %held.key, error = %e, "release found the lease changed");
+        }
+        held.lost.cancel();
+    }
+
+    /// Stops tracking a lease whose processor is gone without releasing it.
+    pub(crate) fn drop_lease(&self, key: &str) {
+        self.forget(key);
+    }
+}

@@ -50,7 +50,7 @@ impl LeaseError {
 
 /// Operations on the lease table. Each returns the lease as written.
 #[async_trait]
-pub trait LeaseStore: Send + Sync + 'static {
+pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
     /// Creates the table if it does not exist (and waits until it can be used).
     async fn ensure_table(&self) -> Result<(), LeaseError>;
 

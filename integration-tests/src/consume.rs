@@ -1,0 +1,122 @@
+//! A recording processor for the consumer tests: every delivered record goes into a shared log,
+//! and tests await conditions on the log instead of sleeping.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kcl::{Checkpointer, ConsumerRecord, ProcessRecordsInput, RecordProcessor};
+use tokio::sync::Notify;
+
+/// What processors saw, shared across all shards of a worker (or of several workers).
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryLog {
+    inner: Arc<Mutex<Log>>,
+    changed: Arc<Notify>,
+}
+
+/// The log's contents.
+#[derive(Clone, Debug, Default)]
+pub struct Log {
+    /// (worker, shard, record) in delivery order.
+    pub records: Vec<(String, String, ConsumerRecord)>,
+    /// Shards whose processor got `shutdown_requested`.
+    pub shutdown_requested: Vec<String>,
+    /// Shards whose processor got `shard_ended`.
+    pub shard_ended: Vec<String>,
+    /// Shards whose processor got `lease_lost`.
+    pub lease_lost: Vec<String>,
+}
+
+impl DeliveryLog {
+    /// A copy of the log now.
+    pub fn snapshot(&self) -> Log {
+        self.inner.lock().expect("log lock").clone()
+    }
+
+    /// Waits until `condition` holds for the log, failing the test after `timeout`.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, condition: impl Fn(&Log) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if condition(&self.inner.lock().expect("log lock")) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let log = self.snapshot();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}: {} records, shutdown {:?}, ended {:?}, lost {:?}",
+                    log.records.len(),
+                    log.shutdown_requested,
+                    log.shard_ended,
+                    log.lease_lost
+                );
+            }
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Log)) {
+        f(&mut self.inner.lock().expect("log lock"));
+        self.changed.notify_waiters();
+    }
+
+    /// A processor factory for `worker` that records into this log and checkpoints each batch.
+    pub fn factory(
+        &self,
+        worker: &str,
+    ) -> impl Fn(&str) -> Box<dyn RecordProcessor> + Send + Sync + 'static {
+        let (log, worker) = (self.clone(), worker.to_owned());
+        move |shard: &str| {
+            Box::new(Recorder {
+                log: log.clone(),
+                worker: worker.clone(),
+                shard: shard.to_owned(),
+            }) as Box<dyn RecordProcessor>
+        }
+    }
+}
+
+struct Recorder {
+    log: DeliveryLog,
+    worker: String,
+    shard: String,
+}
+
+#[async_trait]
+impl RecordProcessor for Recorder {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+        let (worker, shard) = (self.worker.clone(), self.shard.clone());
+        let records = input.records;
+        let checkpoint = input.checkpointer.checkpoint().await;
+        self.log.update(|log| {
+            log.records.extend(
+                records
+                    .into_iter()
+                    .map(|r| (worker.clone(), shard.clone(), r)),
+            );
+        });
+        if let Err(e) = checkpoint {
+            eprintln!("[{}] checkpoint of {} failed: {e}", self.worker, self.shard);
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        let shard = self.shard.clone();
+        self.log.update(|log| log.lease_lost.push(shard));
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+        checkpointer
+            .checkpoint()
+            .await
+            .expect("checkpoint SHARD_END");
+        let shard = self.shard.clone();
+        self.log.update(|log| log.shard_ended.push(shard));
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+        let shard = self.shard.clone();
+        self.log.update(|log| log.shutdown_requested.push(shard));
+    }
+}

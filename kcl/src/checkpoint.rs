@@ -1,0 +1,241 @@
+//! Checkpointing from a processor. Every checkpoint is a conditional write on the lease (counter
+//! and owner): if this worker no longer holds the lease it fails with
+//! [`CheckpointError::LeaseLost`], and the shard's processor is stopped.
+
+use std::sync::{Arc, Mutex};
+
+use kinesis_format::{ExtendedSequenceNumber, SequenceNumber};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
+
+/// A lease this worker holds. Its row (whose counter is the token every conditional write needs)
+/// is shared by the renewer and the shard's checkpointer, which take turns through the mutex.
+#[derive(Debug)]
+pub(crate) struct HeldLease {
+    pub(crate) key: String,
+    pub(crate) lease: tokio::sync::Mutex<Lease>,
+    /// Cancelled when the lease is lost (taken by another worker, or not renewed in time).
+    pub(crate) lost: CancellationToken,
+    pub(crate) last_renewed: Mutex<Instant>,
+}
+
+impl HeldLease {
+    pub(crate) fn new(lease: Lease) -> Arc<Self> {
+        Arc::new(HeldLease {
+            key: lease.key.clone(),
+            lease: tokio::sync::Mutex::new(lease),
+            lost: CancellationToken::new(),
+            last_renewed: Mutex::new(Instant::now()),
+        })
+    }
+}
+
+/// Why a checkpoint was not stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// This worker no longer holds the shard's lease; another worker continues from the last
+    /// stored checkpoint.
+    #[error(
+        "lease for shard {shard_id} is lost: another worker holds it now, so this checkpoint cannot be stored"
+    )]
+    LeaseLost {
+        /// The shard.
+        shard_id: String,
+    },
+    /// Nothing was delivered yet, so there is nothing to checkpoint.
+    #[error("no record of shard {shard_id} was delivered yet: nothing to checkpoint")]
+    NothingDelivered {
+        /// The shard.
+        shard_id: String,
+    },
+    /// The position lies after the last record delivered to the processor.
+    #[error(
+        "checkpoint {position} of shard {shard_id} is beyond the last delivered record {last_delivered:?}: checkpoint only records you have processed"
+    )]
+    BeyondLastDelivered {
+        /// The shard.
+        shard_id: String,
+        /// The requested position.
+        position: ExtendedSequenceNumber,
+        /// The last delivered record's position.
+        last_delivered: Option<ExtendedSequenceNumber>,
+    },
+    /// The lease table failed; the checkpoint may be retried.
+    #[error("could not store the checkpoint of shard {shard_id}: {source}")]
+    Store {
+        /// The shard.
+        shard_id: String,
+        /// The store's error.
+        source: LeaseError,
+    },
+}
+
+/// Given to a processor to record its progress.
+#[derive(Debug)]
+pub struct Checkpointer {
+    shard_id: String,
+    held: Arc<HeldLease>,
+    store: Arc<dyn LeaseStore>,
+    state: Mutex<Progress>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    last_delivered: Option<ExtendedSequenceNumber>,
+    at_shard_end: bool,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(held: Arc<HeldLease>, store: Arc<dyn LeaseStore>) -> Self {
+        Checkpointer {
+            shard_id: held.key.clone(),
+            held,
+            store,
+            state: Mutex::new(Progress::default()),
+        }
+    }
+
+    /// The shard this checkpointer writes for.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    pub(crate) fn delivered(&self, position: ExtendedSequenceNumber) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_delivered = Some(position);
+    }
+
+    pub(crate) fn reached_shard_end(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at_shard_end = true;
+    }
+
+    /// Checkpoints the last record delivered to the processor; at shard end (in `shard_ended`),
+    /// checkpoints SHARD_END so that the shard's children can start.
+    pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
+        let position = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.at_shard_end {
+                CheckpointPosition::ShardEnd
+            } else {
+                let last = state.last_delivered.clone().ok_or_else(|| {
+                    CheckpointError::NothingDelivered {
+                        shard_id: self.shard_id.clone(),
+                    }
+                })?;
+                CheckpointPosition::Sequence {
+                    sequence: last.sequence,
+                    sub_sequence: last.sub_sequence,
+                }
+            }
+        };
+        self.write(&position, None).await
+    }
+
+    /// Checkpoints a given record position (at or before the last delivered record).
+    pub async fn checkpoint_at(
+        &self,
+        sequence: &SequenceNumber,
+        sub_sequence: u64,
+    ) -> Result<(), CheckpointError> {
+        let position = self.validate(sequence, sub_sequence)?;
+        self.write(&position, None).await
+    }
+
+    /// Two-phase checkpoint: stores `pendingCheckpoint` now; [`PreparedCheckpoint::commit`] makes
+    /// it the checkpoint. A worker that takes the lease meanwhile sees the pending one.
+    pub async fn prepare_checkpoint(
+        &self,
+        sequence: &SequenceNumber,
+        sub_sequence: u64,
+    ) -> Result<PreparedCheckpoint<'_>, CheckpointError> {
+        let position = self.validate(sequence, sub_sequence)?;
+        let current = self.held.lease.lock().await.checkpoint.clone();
+        self.write(&current, Some(&position)).await?;
+        Ok(PreparedCheckpoint {
+            checkpointer: self,
+            position,
+        })
+    }
+
+    fn validate(
+        &self,
+        sequence: &SequenceNumber,
+        sub_sequence: u64,
+    ) -> Result<CheckpointPosition, CheckpointError> {
+        let requested = ExtendedSequenceNumber::new(sequence.clone(), sub_sequence);
+        let last = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_delivered
+            .clone();
+        if last.as_ref().is_none_or(|l| requested > *l) {
+            return Err(CheckpointError::BeyondLastDelivered {
+                shard_id: self.shard_id.clone(),
+                position: requested,
+                last_delivered: last,
+            });
+        }
+        Ok(CheckpointPosition::Sequence {
+            sequence: sequence.clone(),
+            sub_sequence,
+        })
+    }
+
+    async fn write(
+        &self,
+        position: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Result<(), CheckpointError> {
+        let lost = || CheckpointError::LeaseLost {
+            shard_id: self.shard_id.clone(),
+        };
+        if self.held.lost.is_cancelled() {
+            return Err(lost());
+        }
+        let mut lease = self.held.lease.lock().await;
+        match self.store.checkpoint(&lease, position, pending).await {
+            Ok(updated) => {
+                *lease = updated;
+                Ok(())
+            }
+            Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
+                tracing::warn!(shard = %self.shard_id, error = %e, "checkpoint found the lease taken");
+                self.held.lost.cancel();
+                Err(lost())
+            }
+            Err(source) => Err(CheckpointError::Store {
+                shard_id: self.shard_id.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A stored pending checkpoint, to be committed.
+#[derive(Debug)]
+#[must_use = "a prepared checkpoint does nothing until committed"]
+pub struct PreparedCheckpoint<'a> {
+    checkpointer: &'a Checkpointer,
+    position: CheckpointPosition,
+}
+
+impl PreparedCheckpoint<'_> {
+    /// The prepared position.
+    pub fn position(&self) -> &CheckpointPosition {
+        &self.position
+    }
+
+    /// Makes the pending checkpoint the checkpoint.
+    pub async fn commit(self) -> Result<(), CheckpointError> {
+        self.checkpointer.write(&self.position, None).await
+    }
+}

@@ -1,0 +1,332 @@
+//! The task that processes one leased shard through its states.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::ChildShard;
+use kinesis_format::ExtendedSequenceNumber;
+use tokio_util::sync::CancellationToken;
+
+use super::state::ShardState;
+use crate::checkpoint::{Checkpointer, HeldLease};
+use crate::config::{InitialPosition, WorkerConfig};
+use crate::leases::{CheckpointPosition, LeaseStore};
+use crate::processor::{InitializeInput, ProcessRecordsInput, RecordProcessor};
+use crate::retrieval::{Fetched, Skipped, Start, get_records, shard_iterator, to_user_records};
+use crate::shard_sync::create_child_leases;
+use crate::stream::StreamRef;
+
+/// How a shard consumer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShardOutcome {
+    /// Processed to its end and checkpointed SHARD_END.
+    Finished,
+    /// The lease went to another worker.
+    LeaseLost,
+    /// Stopped for a graceful shutdown (the processor had its `shutdown_requested`).
+    ShutDown,
+}
+
+const GET_RECORDS_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct ShardConsumer {
+    pub(crate) held: Arc<HeldLease>,
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) stream: StreamRef,
+    pub(crate) config: Arc<WorkerConfig>,
+    /// Cancelled when the worker shuts down gracefully.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// What interrupted a wait.
+enum Interrupt {
+    Lost,
+    Shutdown,
+}
+
+impl ShardConsumer {
+    pub(crate) async fn run(self, mut processor: Box<dyn RecordProcessor>) -> ShardOutcome {
+        let processor = &mut *processor;
+        let shard_id = self.held.key.clone();
+        let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone());
+        let mut state = ShardState::WaitingOnParents;
+        let mut resume_after: Option<ExtendedSequenceNumber> = None;
+        let mut iterator: Option<String> = None;
+        let mut children: Vec<ChildShard> = Vec::new();
+        loop {
+            tracing::trace!(shard = %shard_id, ?state, "shard consumer state");
+            state = match state {
+                ShardState::WaitingOnParents => match self.wait_for_parents().await {
+                    Ok(()) => ShardState::Initializing,
+                    Err(i) => self.interrupted(i),
+                },
+                ShardState::Initializing => {
+                    let lease = self.held.lease.lock().await.clone();
+                    if lease.is_finished() {
+                        return ShardOutcome::Finished;
+                    }
+                    let start = match &lease.checkpoint {
+                        CheckpointPosition::TrimHorizon => Start::TrimHorizon,
+                        CheckpointPosition::Latest => Start::Latest,
+                        CheckpointPosition::AtTimestamp => match self.config.initial_position {
+                            InitialPosition::AtTimestamp(at) => Start::AtTimestamp(at),
+                            _ => Start::TrimHorizon,
+                        },
+                        CheckpointPosition::Sequence {
+                            sequence,
+                            sub_sequence,
+                        } => {
+                            // Read the checkpointed record again and skip up to its sub-record.
+                            resume_after =
+                                Some(ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence));
+                            Start::AtSequence(sequence.clone())
+                        }
+                        CheckpointPosition::ShardEnd => return ShardOutcome::Finished,
+                    };
+                    match shard_iterator(&self.kinesis, &self.stream, &shard_id, &start).await {
+                        Ok(it) => {
+                            iterator = Some(it);
+                            processor
+                                .initialize(InitializeInput {
+                                    shard_id: shard_id.clone(),
+                                    checkpoint: lease.checkpoint.clone(),
+                                })
+                                .await;
+                            ShardState::Processing
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %shard_id, error = %e, "cannot start reading the shard; retrying");
+                            match self.pause(self.config.idle_time_between_reads).await {
+                                Ok(()) => ShardState::Initializing,
+                                Err(i) => self.interrupted(i),
+                            }
+                        }
+                    }
+                }
+                ShardState::Processing => {
+                    let Some(it) = iterator.take() else {
+                        return ShardOutcome::LeaseLost;
+                    };
+                    match self
+                        .process_once(processor, &shard_id, it, &mut resume_after, &checkpointer)
+                        .await
+                    {
+                        Ok(Step::Continue(next)) => {
+                            iterator = Some(next);
+                            ShardState::Processing
+                        }
+                        Ok(Step::End(kids)) => {
+                            children = kids;
+                            ShardState::ShardEnded
+                        }
+                        Err(i) => self.interrupted(i),
+                    }
+                }
+                ShardState::ShardEnded => {
+                    match self
+                        .end_shard(processor, &shard_id, &children, &checkpointer)
+                        .await
+                    {
+                        Ok(()) => return ShardOutcome::Finished,
+                        Err(i) => self.interrupted(i),
+                    }
+                }
+                ShardState::LeaseLost => {
+                    processor.lease_lost().await;
+                    return ShardOutcome::LeaseLost;
+                }
+                ShardState::ShutdownRequested => {
+                    processor.shutdown_requested(&checkpointer).await;
+                    return ShardOutcome::ShutDown;
+                }
+                ShardState::ShutDown => return ShardOutcome::ShutDown,
+            };
+        }
+    }
+
+    fn interrupted(&self, i: Interrupt) -> ShardState {
+        match i {
+            Interrupt::Lost => ShardState::LeaseLost,
+            Interrupt::Shutdown => ShardState::ShutdownRequested,
+        }
+    }
+
+    /// Waits, unless the lease is lost or the worker shuts down first.
+    async fn pause(&self, wait: Duration) -> Result<(), Interrupt> {
+        tokio::select! {
+            () = self.held.lost.cancelled() => Err(Interrupt::Lost),
+            () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
+            () = tokio::time::sleep(wait) => Ok(()),
+        }
+    }
+
+    fn check(&self) -> Result<(), Interrupt> {
+        if self.held.lost.is_cancelled() {
+            Err(Interrupt::Lost)
+        } else if self.shutdown.is_cancelled() {
+            Err(Interrupt::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A child starts only when every parent is at SHARD_END or has no lease any more.
+    async fn wait_for_parents(&self) -> Result<(), Interrupt> {
+        let parents = self.held.lease.lock().await.parent_shard_ids.clone();
+        loop {
+            self.check()?;
+            let mut blocking = Vec::new();
+            for parent in &parents {
+                match self.store.get(parent).await {
+                    Ok(Some(lease)) if !lease.is_finished() => {
+                        blocking.push(format!("{parent} at {}", lease.checkpoint))
+                    }
+                    Ok(_) => {}
+                    Err(e) => blocking.push(format!("{parent} unreadable ({e})")),
+                }
+            }
+            if blocking.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(shard = %self.held.key, waiting_for = ?blocking, "child shard waits until its parents reach SHARD_END");
+            self.pause(self.config.parent_poll_interval).await?;
+        }
+    }
+
+    async fn process_once(
+        &self,
+        processor: &mut dyn RecordProcessor,
+        shard_id: &str,
+        iterator: String,
+        resume_after: &mut Option<ExtendedSequenceNumber>,
+        checkpointer: &Checkpointer,
+    ) -> Result<Step, Interrupt> {
+        self.check()?;
+        let fetched = tokio::select! {
+            () = self.held.lost.cancelled() => return Err(Interrupt::Lost),
+            () = self.shutdown.cancelled() => return Err(Interrupt::Shutdown),
+            f = get_records(&self.kinesis, &iterator, self.config.max_records, GET_RECORDS_TIMEOUT) => f,
+        };
+        match fetched {
+            Fetched::Batch {
+                records,
+                next,
+                millis_behind_latest,
+                children,
+            } => {
+                let range = self.held.lease.lock().await.hash_key_range;
+                let mut user = Vec::new();
+                let mut skipped = Skipped::default();
+                for record in &records {
+                    to_user_records(
+                        record,
+                        range,
+                        resume_after.as_ref(),
+                        &mut user,
+                        &mut skipped,
+                    );
+                }
+                if skipped.out_of_range > 0 {
+                    tracing::debug!(shard = %shard_id, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
+                }
+                if let Some(last) = user.last() {
+                    let position = last.position();
+                    checkpointer.delivered(position.clone());
+                    *resume_after = Some(position);
+                    processor
+                        .process_records(ProcessRecordsInput {
+                            records: user,
+                            millis_behind_latest,
+                            checkpointer,
+                        })
+                        .await;
+                }
+                match next {
+                    None => Ok(Step::End(children)),
+                    Some(next) => {
+                        let caught_up = records.is_empty() || millis_behind_latest == Some(0);
+                        if caught_up {
+                            self.pause(self.config.idle_time_between_reads).await?;
+                        }
+                        Ok(Step::Continue(next))
+                    }
+                }
+            }
+            Fetched::Expired => {
+                // Re-read from the last delivered record (or the checkpoint) and skip what was seen.
+                let start = match resume_after.as_ref() {
+                    Some(p) => Start::AtSequence(p.sequence.clone()),
+                    None => Start::TrimHorizon,
+                };
+                match shard_iterator(&self.kinesis, &self.stream, shard_id, &start).await {
+                    Ok(it) => Ok(Step::Continue(it)),
+                    Err(e) => {
+                        tracing::warn!(shard = %shard_id, error = %e, "refreshing an expired iterator failed");
+                        self.pause(self.config.idle_time_between_reads).await?;
+                        Ok(Step::Continue(iterator))
+                    }
+                }
+            }
+            Fetched::Throttled => {
+                self.pause(
+                    self.config
+                        .idle_time_between_reads
+                        .max(Duration::from_millis(200)),
+                )
+                .await?;
+                Ok(Step::Continue(iterator))
+            }
+            Fetched::Failed(e) => {
+                tracing::warn!(shard = %shard_id, error = %e, "GetRecords failed; retrying");
+                self.pause(
+                    self.config
+                        .idle_time_between_reads
+                        .max(Duration::from_millis(200)),
+                )
+                .await?;
+                Ok(Step::Continue(iterator))
+            }
+        }
+    }
+
+    /// Creates the children's leases, then asks the processor to checkpoint SHARD_END, as often as
+    /// it takes: without that checkpoint the children never start.
+    async fn end_shard(
+        &self,
+        processor: &mut dyn RecordProcessor,
+        shard_id: &str,
+        children: &[ChildShard],
+        checkpointer: &Checkpointer,
+    ) -> Result<(), Interrupt> {
+        checkpointer.reached_shard_end();
+        let child_ids: Vec<String> = children.iter().map(|c| c.shard_id().to_owned()).collect();
+        loop {
+            self.check()?;
+            if let Err(e) = create_child_leases(&*self.store, children).await {
+                tracing::warn!(shard = %shard_id, error = %e, "creating child leases failed; retrying");
+                self.pause(self.config.parent_poll_interval).await?;
+                continue;
+            }
+            if !child_ids.is_empty() {
+                let lease = self.held.lease.lock().await.clone();
+                let _ = self.store.set_child_shards(&lease, &child_ids).await;
+            }
+            processor.shard_ended(checkpointer).await;
+            if self.held.lease.lock().await.is_finished() {
+                return Ok(());
+            }
+            tracing::error!(
+                shard = %shard_id,
+                children = ?child_ids,
+                "shard ended but its processor did not checkpoint SHARD_END in shard_ended: the child shards will not start until it does (call checkpointer.checkpoint() in shard_ended)"
+            );
+            self.pause(self.config.parent_poll_interval).await?;
+        }
+    }
+}
+
+enum Step {
+    Continue(String),
+    End(Vec<ChildShard>),
+}

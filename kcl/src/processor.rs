@@ -1,0 +1,106 @@
+//! What the application implements: one [`RecordProcessor`] per shard, made by a
+//! [`RecordProcessorFactory`].
+//!
+//! Contract (as the Java KCL's): `initialize` once, then `process_records` for every batch in
+//! (sequence, sub-sequence) order, then exactly one of
+//! - `lease_lost`: another worker holds the shard now; checkpointing is no longer possible;
+//! - `shard_ended`: the shard was read to its end; the processor MUST checkpoint, or the shard's
+//!   children never start;
+//! - `shutdown_requested`: the worker is shutting down gracefully; the processor may checkpoint.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kinesis_format::{ExtendedSequenceNumber, SequenceNumber};
+
+use crate::checkpoint::Checkpointer;
+use crate::leases::CheckpointPosition;
+
+/// One user record as the processor receives it (deaggregated when it came in an aggregate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The user record's partition key.
+    pub partition_key: Arc<str>,
+    /// Its explicit hash key, when it came in an aggregate that carried one.
+    pub explicit_hash_key: Option<Arc<str>>,
+    /// The data.
+    pub data: Bytes,
+    /// The Kinesis record's sequence number.
+    pub sequence_number: SequenceNumber,
+    /// The index in the aggregate (0 for a record that was not aggregated).
+    pub sub_sequence_number: u64,
+    /// When Kinesis received the Kinesis record.
+    pub approximate_arrival: Option<SystemTime>,
+    /// Whether it came out of an aggregate.
+    pub aggregated: bool,
+}
+
+impl ConsumerRecord {
+    /// Its position in the shard.
+    pub fn position(&self) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::new(self.sequence_number.clone(), self.sub_sequence_number)
+    }
+}
+
+/// Given to `initialize`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InitializeInput {
+    /// The shard.
+    pub shard_id: String,
+    /// Where processing starts: the lease's checkpoint.
+    pub checkpoint: CheckpointPosition,
+}
+
+/// Given to `process_records`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ProcessRecordsInput<'a> {
+    /// The user records, in order.
+    pub records: Vec<ConsumerRecord>,
+    /// How far behind the tip of the shard this batch is.
+    pub millis_behind_latest: Option<i64>,
+    /// For checkpointing.
+    pub checkpointer: &'a Checkpointer,
+}
+
+/// The application's per-shard logic.
+#[async_trait]
+pub trait RecordProcessor: Send + 'static {
+    /// Called once before any records.
+    async fn initialize(&mut self, input: InitializeInput) {
+        let _ = input;
+    }
+
+    /// A batch of records, in (sequence, sub-sequence) order.
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>);
+
+    /// This worker lost the lease: stop; checkpoints would fail.
+    async fn lease_lost(&mut self) {}
+
+    /// The shard has no more records: checkpoint (`checkpointer.checkpoint()`), or the shard's
+    /// children never start.
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer);
+
+    /// The worker is shutting down gracefully: a last chance to checkpoint.
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) {
+        let _ = checkpointer;
+    }
+}
+
+/// Makes a processor for each shard this worker starts processing.
+pub trait RecordProcessorFactory: Send + Sync + 'static {
+    /// A processor for `shard_id`.
+    fn create(&self, shard_id: &str) -> Box<dyn RecordProcessor>;
+}
+
+impl<F> RecordProcessorFactory for F
+where
+    F: Fn(&str) -> Box<dyn RecordProcessor> + Send + Sync + 'static,
+{
+    fn create(&self, shard_id: &str) -> Box<dyn RecordProcessor> {
+        self(shard_id)
+    }
+}

@@ -1,0 +1,273 @@
+//! Polling retrieval: shard iterators, GetRecords, and turning Kinesis records into the user
+//! records a processor sees.
+//!
+//! Deaggregation filters sub-records one by one: a sub-record whose hash key lies outside the
+//! leased shard's range (stored there by a producer working from a stale shard map) is dropped,
+//! while its siblings are delivered. (The Java KCL drops the whole aggregate; issue 343.)
+//! Anything that is not a valid aggregate is delivered raw.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{ChildShard, Record, ShardIteratorType};
+use bytes::Bytes;
+use kinesis_format::{
+    Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, deaggregate,
+};
+
+use crate::processor::ConsumerRecord;
+use crate::stream::{StreamRef, with_stream};
+
+/// Where to start reading a shard.
+#[derive(Clone, Debug)]
+pub(crate) enum Start {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(SystemTime),
+    AtSequence(SequenceNumber),
+}
+
+pub(crate) async fn shard_iterator(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    shard_id: &str,
+    start: &Start,
+) -> Result<String, String> {
+    let request = with_stream!(kinesis.get_shard_iterator(), stream).shard_id(shard_id);
+    let request = match start {
+        Start::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        Start::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+        Start::AtTimestamp(at) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from(*at)),
+        Start::AtSequence(seq) => request
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(seq.as_str()),
+    };
+    let output = request
+        .send()
+        .await
+        .map_err(|e| format!("GetShardIterator {shard_id}: {}", DisplayErrorContext(e)))?;
+    output
+        .shard_iterator
+        .ok_or_else(|| format!("GetShardIterator {shard_id}: no iterator"))
+}
+
+/// One GetRecords answer.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    Batch {
+        records: Vec<Record>,
+        /// `None` at the shard's end.
+        next: Option<String>,
+        millis_behind_latest: Option<i64>,
+        children: Vec<ChildShard>,
+    },
+    /// The iterator is older than 5 minutes: get a new one.
+    Expired,
+    /// Over the shard's read limits: back off.
+    Throttled,
+    Failed(String),
+}
+
+pub(crate) async fn get_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    iterator: &str,
+    limit: i32,
+    timeout: Duration,
+) -> Fetched {
+    let call = kinesis
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(limit)
+        .send();
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => return Fetched::Failed("GetRecords timed out".into()),
+    };
+    match result {
+        Ok(out) => Fetched::Batch {
+            millis_behind_latest: out.millis_behind_latest,
+            next: out.next_shard_iterator,
+            children: out.child_shards.unwrap_or_default(),
+            records: out.records,
+        },
+        Err(SdkError::ServiceError(e)) => match e.err() {
+            GetRecordsError::ExpiredIteratorException(_) => Fetched::Expired,
+            GetRecordsError::ProvisionedThroughputExceededException(_) => Fetched::Throttled,
+            other => Fetched::Failed(format!("GetRecords: {other:?}")),
+        },
+        Err(e) => Fetched::Failed(format!("GetRecords: {}", DisplayErrorContext(e))),
+    }
+}
+
+/// What `to_user_records` left out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Sub-records outside the shard's hash key range.
+    pub(crate) out_of_range: usize,
+    /// User records at or before the resume position.
+    pub(crate) before_resume: usize,
+}
+
+/// The user records of one Kinesis record: deaggregated, filtered to `range`, and only those
+/// after `resume_after`.
+pub(crate) fn to_user_records(
+    record: &Record,
+    range: Option<HashKeyRange>,
+    resume_after: Option<&ExtendedSequenceNumber>,
+    out: &mut Vec<ConsumerRecord>,
+    skipped: &mut Skipped,
+) {
+    let Ok(sequence) = SequenceNumber::parse(record.sequence_number()) else {
+        tracing::warn!(
+            sequence = record.sequence_number(),
+            "record with an invalid sequence number skipped"
+        );
+        return;
+    };
+    let arrival = record
+        .approximate_arrival_timestamp()
+        .and_then(|t| SystemTime::try_from(*t).ok());
+    let blob = Bytes::copy_from_slice(record.data().as_ref());
+    let keep = |sub: u64, skipped: &mut Skipped| {
+        let after =
+            resume_after.is_none_or(|r| ExtendedSequenceNumber::new(sequence.clone(), sub) > *r);
+        if !after {
+            skipped.before_resume += 1;
+        }
+        after
+    };
+    match deaggregate(&blob) {
+        Deaggregated::Aggregated(subs) => {
+            for sub in subs {
+                let in_range = match (range, sub.hash_key()) {
+                    (Some(range), Ok(key)) => range.contains(key),
+                    (Some(_), Err(_)) => false,
+                    (None, _) => true,
+                };
+                if !in_range {
+                    skipped.out_of_range += 1;
+                    continue;
+                }
+                if keep(sub.sub_sequence_number, skipped) {
+                    out.push(ConsumerRecord {
+                        partition_key: sub.partition_key,
+                        explicit_hash_key: sub.explicit_hash_key,
+                        data: sub.data,
+                        sequence_number: sequence.clone(),
+                        sub_sequence_number: sub.sub_sequence_number,
+                        approximate_arrival: arrival,
+                        aggregated: true,
+                    });
+                }
+            }
+        }
+        Deaggregated::Raw(_) => {
+            if keep(0, skipped) {
+                out.push(ConsumerRecord {
+                    partition_key: record.partition_key().into(),
+                    explicit_hash_key: None,
+                    data: blob,
+                    sequence_number: sequence,
+                    sub_sequence_number: 0,
+                    approximate_arrival: arrival,
+                    aggregated: false,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::primitives::Blob;
+    use kinesis_format::{AggregateBuilder, HashKey};
+
+    fn record(seq: &str, pk: &str, data: Vec<u8>) -> Record {
+        Record::builder()
+            .sequence_number(seq)
+            .partition_key(pk)
+            .data(Blob::new(data))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn out_of_range_sub_records_are_dropped_one_by_one() {
+        let mut b = AggregateBuilder::new();
+        b.add("x", Some("10"), Bytes::from_static(b"in-1"));
+        b.add("y", Some("500"), Bytes::from_static(b"out"));
+        b.add("z", Some("20"), Bytes::from_static(b"in-2"));
+        let r = record("100", "a", b.finish().to_vec());
+        let range = HashKeyRange::new(HashKey(0), HashKey(99));
+        let (mut out, mut skipped) = (Vec::new(), Skipped::default());
+        to_user_records(&r, range, None, &mut out, &mut skipped);
+        let data: Vec<&[u8]> = out.iter().map(|c| &c.data[..]).collect();
+        assert_eq!(data, [&b"in-1"[..], &b"in-2"[..]]);
+        assert_eq!(
+            out[1].sub_sequence_number, 2,
+            "sub-sequence numbers keep their positions"
+        );
+        assert_eq!(skipped.out_of_range, 1);
+    }
+
+    #[test]
+    fn resuming_skips_up_to_and_including_the_checkpoint() {
+        let mut b = AggregateBuilder::new();
+        for i in 0..5 {
+            b.add("k", None, Bytes::from(vec![i]));
+        }
+        let r = record("100", "a", b.finish().to_vec());
+        let resume = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 2);
+        let (mut out, mut skipped) = (Vec::new(), Skipped::default());
+        to_user_records(&r, None, Some(&resume), &mut out, &mut skipped);
+        let subs: Vec<u64> = out.iter().map(|c| c.sub_sequence_number).collect();
+        assert_eq!(subs, [3, 4]);
+        assert_eq!(skipped.before_resume, 3);
+
+        // A raw record at the checkpoint itself is not delivered again; the next one is.
+        let (mut out, mut skipped) = (Vec::new(), Skipped::default());
+        let at = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 0);
+        to_user_records(
+            &record("100", "a", b"raw".to_vec()),
+            None,
+            Some(&at),
+            &mut out,
+            &mut skipped,
+        );
+        to_user_records(
+            &record("101", "a", b"raw".to_vec()),
+            None,
+            Some(&at),
+            &mut out,
+            &mut skipped,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].sequence_number.as_str(), "101");
+    }
+
+    #[test]
+    fn a_corrupted_aggregate_is_delivered_raw() {
+        let mut b = AggregateBuilder::new();
+        b.add("k", None, Bytes::from_static(b"one"));
+        b.add("k", None, Bytes::from_static(b"two"));
+        let mut blob = b.finish().to_vec();
+        *blob.last_mut().unwrap() ^= 1;
+        let (mut out, mut skipped) = (Vec::new(), Skipped::default());
+        to_user_records(
+            &record("7", "outer", blob.clone()),
+            None,
+            None,
+            &mut out,
+            &mut skipped,
+        );
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].aggregated);
+        assert_eq!(&*out[0].partition_key, "outer");
+        assert_eq!(&out[0].data[..], &blob[..]);
+    }
+}
