@@ -1,0 +1,255 @@
+//! Several workers on one stream: leases settle at a fair share; a worker that stops without
+//! releasing (its task aborted, or its process killed with SIGKILL) has its shards taken within
+//! the failover time plus one take interval, and every record is processed at least once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use integration_tests::consume::DeliveryLog;
+use integration_tests::{TestEnv, TestTable, random_name};
+use kcl::leases::{DynamoDbLeaseStore, Lease, LeaseStore};
+use kcl::{InitialPosition, Worker, WorkerConfig};
+use kpl::{Producer, ProducerConfig, UserRecord};
+
+const FAILOVER: Duration = Duration::from_millis(1500);
+const TAKE_INTERVAL: Duration = Duration::from_millis(200);
+
+fn config(worker: &str) -> WorkerConfig {
+    WorkerConfig::default()
+        .worker_id(worker)
+        .initial_position(InitialPosition::TrimHorizon)
+        .failover_time(FAILOVER)
+        .take_interval(TAKE_INTERVAL)
+        .idle_time_between_reads(Duration::from_millis(50))
+}
+
+/// Owner → number of leases.
+fn owners(leases: &[Lease]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in leases {
+        *m.entry(l.owner.clone().unwrap_or_else(|| "-".into()))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// Polls the lease table until `condition` holds; returns when it first held.
+async fn wait_for_leases(
+    store: &DynamoDbLeaseStore,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&[Lease]) -> bool,
+) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // The table may not exist yet while the workers start: that is "not yet", not a failure.
+        let leases = store.list().await;
+        if let Ok(leases) = &leases
+            && condition(leases)
+        {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            leases.map(|l| owners(&l))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn produce(env: &TestEnv, stream: &str, from: usize, n: usize) {
+    let producer = Producer::new(&env.sdk_config, ProducerConfig::default()).expect("producer");
+    let mut futures = Vec::new();
+    for i in from..from + n {
+        let record = UserRecord::new(
+            stream,
+            format!("key-{i}"),
+            Bytes::from(format!("record-{i}")),
+        );
+        futures.push(producer.put(record).await.expect("accepted"));
+    }
+    for f in futures {
+        f.await.expect("stored");
+    }
+    producer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_settle_at_3_3_2_and_an_aborted_workers_shards_fail_over() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(8).await;
+    let table = TestTable::adopt(&env, random_name("app"));
+    let store = DynamoDbLeaseStore::new(env.dynamodb.clone(), table.name.clone());
+    let log = DeliveryLog::default();
+    let mut handles = Vec::new();
+    for w in ["w0", "w1", "w2"] {
+        let worker = Worker::new(
+            &env.sdk_config,
+            &table.name,
+            &stream.name,
+            log.factory(w),
+            config(w),
+        );
+        handles.push((
+            worker.shutdown_handle(),
+            tokio::spawn(async move { worker.run().await.expect("worker") }),
+        ));
+    }
+    wait_for_leases(&store, "3/3/2", Duration::from_secs(30), |leases| {
+        let mut counts: Vec<usize> = owners(leases)
+            .into_iter()
+            .filter(|(o, _)| o != "-")
+            .map(|(_, n)| n)
+            .collect();
+        counts.sort();
+        counts == [2, 3, 3]
+    })
+    .await;
+
+    produce(&env, &stream.name, 0, 2_000).await;
+    log.wait_for("the first 2,000 records", Duration::from_secs(30), |l| {
+        l.records.len() >= 2_000
+    })
+    .await;
+
+    // w2 stops dead: no shutdown_requested, no release.
+    let w2_shards = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.owner.as_deref() == Some("w2"))
+        .count();
+    let stopped = Instant::now();
+    let (w2_handle, w2_task) = handles.pop().expect("w2");
+    w2_handle.stop_now();
+    w2_task.await.expect("w2 task");
+    let taken = wait_for_leases(
+        &store,
+        "w2's shards taken",
+        Duration::from_secs(20),
+        |leases| {
+            leases
+                .iter()
+                .all(|l| l.owner.as_deref().is_some_and(|o| o != "w2"))
+        },
+    )
+    .await;
+    let failover = taken - stopped;
+    eprintln!("{w2_shards} shards of an aborted worker taken over in {failover:?}");
+    assert!(
+        failover <= FAILOVER + TAKE_INTERVAL + Duration::from_secs(2),
+        "failover took {failover:?}"
+    );
+
+    produce(&env, &stream.name, 2_000, 2_000).await;
+    log.wait_for("all 4,000 records", Duration::from_secs(30), |l| {
+        let distinct: std::collections::HashSet<&str> = l
+            .records
+            .iter()
+            .map(|(_, _, r)| r.partition_key.as_ref())
+            .collect();
+        distinct.len() >= 4_000
+    })
+    .await;
+    let snapshot = log.snapshot();
+    let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (worker, _, r) in &snapshot.records {
+        seen.entry(r.partition_key.as_ref())
+            .or_default()
+            .push(worker);
+    }
+    let duplicates: usize = seen.values().map(|w| w.len() - 1).sum();
+    eprintln!(
+        "duplicates (re-deliveries of un-checkpointed batches after a lease changed hands): {duplicates}"
+    );
+    assert_eq!(seen.len(), 4_000, "every record processed at least once");
+    // A duplicate only ever comes from a hand-over (the abort, or a steal while rebalancing):
+    // no worker delivers the same record twice itself.
+    for (key, workers) in &seen {
+        let mut distinct = workers.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            workers.len(),
+            "{key} delivered twice by one worker: {workers:?}"
+        );
+    }
+    for (handle, task) in handles {
+        handle.shutdown();
+        task.await.expect("worker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_has_its_shards_taken_within_the_failover_time() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(4).await;
+    let table = TestTable::adopt(&env, random_name("app"));
+    let store = DynamoDbLeaseStore::new(env.dynamodb.clone(), table.name.clone());
+    store.ensure_table().await.expect("lease table");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kcl_worker"))
+        .args([
+            &table.name,
+            &stream.name,
+            "doomed",
+            &FAILOVER.as_millis().to_string(),
+        ])
+        .spawn()
+        .expect("start the worker process");
+    let result = async {
+        wait_for_leases(
+            &store,
+            "the process to hold every lease",
+            Duration::from_secs(30),
+            |leases| {
+                leases.len() == 4 && leases.iter().all(|l| l.owner.as_deref() == Some("doomed"))
+            },
+        )
+        .await;
+        let log = DeliveryLog::default();
+        let survivor = Worker::new(
+            &env.sdk_config,
+            &table.name,
+            &stream.name,
+            log.factory("survivor"),
+            config("survivor"),
+        );
+        let handle = survivor.shutdown_handle();
+        let task = tokio::spawn(async move { survivor.run().await.expect("survivor") });
+
+        let killed = Instant::now();
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let taken = wait_for_leases(
+            &store,
+            "the survivor to take every lease",
+            Duration::from_secs(20),
+            |leases| {
+                leases
+                    .iter()
+                    .all(|l| l.owner.as_deref() == Some("survivor"))
+            },
+        )
+        .await;
+        let failover = taken - killed;
+        eprintln!("failover after kill -9: {failover:?}");
+        assert!(
+            failover <= FAILOVER + TAKE_INTERVAL + Duration::from_secs(2),
+            "failover took {failover:?}"
+        );
+        assert!(
+            failover >= FAILOVER,
+            "taken before the lease could have expired: {failover:?}"
+        );
+        handle.shutdown();
+        task.await.expect("survivor task");
+    }
+    .await;
+    let _ = child.kill();
+    result
+}
