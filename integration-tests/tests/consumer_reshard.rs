@@ -1,0 +1,156 @@
+//! Splitting one shard and merging two adjacent shards while producing: every record is processed
+//! exactly once, and for every partition key all records of a parent shard are processed before
+//! any record of its children (splits AND merges).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use integration_tests::consume::DeliveryLog;
+use integration_tests::read::shard_range;
+use integration_tests::{TestEnv, TestStream, TestTable, random_name};
+use kcl::{InitialPosition, Worker, WorkerConfig};
+use kinesis_format::HashKey;
+use kpl::{Producer, UserRecord};
+
+const KEYS: usize = 60;
+
+async fn produce(producer: &Producer, stream: &TestStream, phase: &str, n: usize) {
+    let mut futures = Vec::new();
+    for i in 0..n {
+        let record = UserRecord::new(
+            stream.name.as_str(),
+            format!("key-{}", i % KEYS),
+            Bytes::from(format!("{phase}-{i}")),
+        );
+        futures.push(producer.put(record).await.expect("accepted"));
+    }
+    for f in futures {
+        f.await.expect("stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(2).await;
+    let table = TestTable::adopt(&env, random_name("app"));
+    let log = DeliveryLog::default();
+    let config = WorkerConfig::default()
+        .worker_id("w")
+        .initial_position(InitialPosition::TrimHorizon)
+        .failover_time(Duration::from_millis(1500))
+        .take_interval(Duration::from_millis(200))
+        .idle_time_between_reads(Duration::from_millis(50))
+        .parent_poll_interval(Duration::from_millis(100));
+    let worker = Worker::new(
+        &env.sdk_config,
+        &table.name,
+        &stream.name,
+        log.factory("w"),
+        config,
+    );
+    let handle = worker.shutdown_handle();
+    let task = tokio::spawn(async move { worker.run().await.expect("worker") });
+    let producer =
+        Producer::new(&env.sdk_config, kpl::ProducerConfig::default()).expect("producer");
+
+    produce(&producer, &stream, "before", 600).await;
+    let shards = stream.open_shards().await;
+    let (low, high) = (shards[0].clone(), shards[1].clone());
+    let low_range = shard_range(&low);
+    let middle = HashKey(low_range.start.0 + (low_range.end.0 - low_range.start.0) / 2);
+    env.kinesis
+        .split_shard()
+        .stream_name(&stream.name)
+        .shard_to_split(low.shard_id())
+        .new_starting_hash_key(middle.to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    env.wait_stream_active(&stream.name).await;
+    produce(&producer, &stream, "split", 600).await;
+
+    // Merge the split's upper child with the old high shard (adjacent ranges).
+    let upper_child = stream
+        .open_shards()
+        .await
+        .into_iter()
+        .find(|s| s.parent_shard_id() == Some(low.shard_id()) && shard_range(s).start == middle)
+        .expect("upper child");
+    env.kinesis
+        .merge_shards()
+        .stream_name(&stream.name)
+        .shard_to_merge(upper_child.shard_id())
+        .adjacent_shard_to_merge(high.shard_id())
+        .send()
+        .await
+        .expect("MergeShards");
+    env.wait_stream_active(&stream.name).await;
+    produce(&producer, &stream, "merged", 600).await;
+    producer.shutdown().await;
+
+    log.wait_for("all 1,800 records", Duration::from_secs(60), |l| {
+        l.records.len() >= 1_800
+    })
+    .await;
+    handle.shutdown();
+    task.await.expect("worker task");
+
+    // Ancestry from the stream itself: shard → its parents.
+    let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+    for s in stream.shards().await {
+        let p: Vec<String> = s
+            .parent_shard_id()
+            .into_iter()
+            .chain(s.adjacent_parent_shard_id())
+            .map(str::to_owned)
+            .collect();
+        parents.insert(s.shard_id().to_owned(), p);
+    }
+    let ancestors = |shard: &str| -> HashSet<String> {
+        let mut out = HashSet::new();
+        let mut todo = vec![shard.to_owned()];
+        while let Some(s) = todo.pop() {
+            for p in parents.get(&s).cloned().unwrap_or_default() {
+                if out.insert(p.clone()) {
+                    todo.push(p);
+                }
+            }
+        }
+        out
+    };
+
+    let snapshot = log.snapshot();
+    let distinct: HashSet<&Bytes> = snapshot.records.iter().map(|(_, _, r)| &r.data).collect();
+    assert_eq!(distinct.len(), 1_800, "every record processed");
+    assert_eq!(snapshot.records.len(), 1_800, "exactly once");
+    let merged = parents.values().any(|p| p.len() == 2);
+    assert!(merged, "the stream has a merged shard");
+
+    // For each key: the delivery index of its last record per shard, and its first per shard.
+    let mut first: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut last: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (i, (_, shard, r)) in snapshot.records.iter().enumerate() {
+        first
+            .entry((r.partition_key.as_ref(), shard.as_str()))
+            .or_insert(i);
+        last.insert((r.partition_key.as_ref(), shard.as_str()), i);
+    }
+    let mut checked = 0;
+    for ((key, child), first_in_child) in &first {
+        for ancestor in ancestors(child) {
+            if let Some(last_in_parent) = last.get(&(*key, ancestor.as_str())) {
+                assert!(
+                    last_in_parent < first_in_child,
+                    "{key}: a record of {child} was processed before the last record of its ancestor {ancestor}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > KEYS,
+        "the ordering was checked across resharding ({checked} key/parent pairs)"
+    );
+}
