@@ -12,6 +12,8 @@
 //! `/proc/self/stat` and `/proc/self/status` (the same figures getrusage reports).
 
 use std::error::Error;
+
+use kinesis_examples::proc_stats::{cpu_seconds, peak_rss_kib};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,26 +216,6 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
         peak_rss_kib()? as f64 / 1024.0
     );
     Ok(())
-}
-
-/// User + system CPU seconds of this process.
-fn cpu_seconds() -> Result<f64, Box<dyn Error>> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
-    let rest = &stat[stat.rfind(')').ok_or("bad /proc/self/stat")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}
-
-/// Peak resident set size (VmHWM) in KiB.
-fn peak_rss_kib() -> Result<u64, Box<dyn Error>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or("no VmHWM")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmHWM")?.parse()?)
 }
 
 /// A minimal Kinesis for the bench: ListShards answers `shards` even shards; PutRecords answers

@@ -1,0 +1,26 @@
+//! Helpers shared by the example binaries.
+
+/// Process figures for the benchmarks, read from `/proc` (Linux): the same numbers getrusage
+/// reports, without `unsafe`.
+pub mod proc_stats {
+    use std::error::Error;
+
+    /// User + system CPU seconds of this process so far.
+    pub fn cpu_seconds() -> Result<f64, Box<dyn Error>> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').ok_or("bad /proc/self/stat")? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib() -> Result<u64, Box<dyn Error>> {
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .ok_or("no VmHWM")?;
+        Ok(line.split_whitespace().nth(1).ok_or("bad VmHWM")?.parse()?)
+    }
+}
