@@ -48,6 +48,8 @@ pub struct FaultCounts {
     pub stalled: AtomicU64,
     /// Calls forwarded upstream.
     pub forwarded: AtomicU64,
+    /// GetRecords calls seen.
+    pub get_records: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -139,6 +141,9 @@ async fn handle(state: State, req: Request<Incoming>) -> Result<Response<Full<By
         .unwrap_or_default()
         .to_owned();
     let is_put_records = target.ends_with(".PutRecords");
+    if target.ends_with(".GetRecords") {
+        state.counts.get_records.fetch_add(1, Ordering::Relaxed);
+    }
     let injectable = !target.ends_with(".ListShards");
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {

@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub(crate) max_leases_to_steal: usize,
     pub(crate) idle_time_between_reads: Duration,
     pub(crate) max_records: i32,
+    pub(crate) prefetch_max_records: usize,
+    pub(crate) prefetch_max_bytes: usize,
     pub(crate) shard_sync_interval: Duration,
     pub(crate) parent_poll_interval: Duration,
 }
@@ -43,6 +45,8 @@ impl Default for WorkerConfig {
             max_leases_to_steal: 1,
             idle_time_between_reads: Duration::from_millis(1500),
             max_records: 10_000,
+            prefetch_max_records: 30_000,
+            prefetch_max_bytes: 32 * 1024 * 1024,
             shard_sync_interval: Duration::from_secs(60),
             parent_poll_interval: Duration::from_secs(10),
         }
@@ -116,6 +120,18 @@ impl WorkerConfig {
     /// Most records per GetRecords call (1 to 10,000). Default 10,000.
     pub fn max_records(mut self, max: i32) -> Self {
         self.max_records = max.clamp(1, 10_000);
+        self
+    }
+
+    /// Most Kinesis records read ahead of the processor per shard. Default 30,000.
+    pub fn prefetch_max_records(mut self, max: usize) -> Self {
+        self.prefetch_max_records = max.max(1);
+        self
+    }
+
+    /// Most bytes of record data read ahead of the processor per shard. Default 32 MiB.
+    pub fn prefetch_max_bytes(mut self, max: usize) -> Self {
+        self.prefetch_max_bytes = max.max(1);
         self
     }
 

@@ -5,6 +5,7 @@ mod config;
 mod coordinator;
 pub mod leases;
 mod lifecycle;
+mod prefetch;
 mod processor;
 mod retrieval;
 mod shard_sync;

@@ -27,6 +27,8 @@ pub(crate) enum Start {
     Latest,
     AtTimestamp(SystemTime),
     AtSequence(SequenceNumber),
+    /// Right after a record (to continue past the last one fetched).
+    AfterSequence(String),
 }
 
 pub(crate) async fn shard_iterator(
@@ -45,6 +47,9 @@ pub(crate) async fn shard_iterator(
         Start::AtSequence(seq) => request
             .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
             .starting_sequence_number(seq.as_str()),
+        Start::AfterSequence(seq) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(seq),
     };
     let output = request
         .send()

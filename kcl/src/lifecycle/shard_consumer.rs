@@ -11,8 +11,9 @@ use super::state::ShardState;
 use crate::checkpoint::{Checkpointer, HeldLease};
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::leases::{CheckpointPosition, LeaseStore};
+use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
 use crate::processor::{InitializeInput, ProcessRecordsInput, RecordProcessor};
-use crate::retrieval::{Fetched, Skipped, Start, get_records, shard_iterator, to_user_records};
+use crate::retrieval::{Skipped, Start, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
 use crate::stream::StreamRef;
 
@@ -26,8 +27,6 @@ pub(crate) enum ShardOutcome {
     /// Stopped for a graceful shutdown (the processor had its `shutdown_requested`).
     ShutDown,
 }
-
-const GET_RECORDS_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct ShardConsumer {
     pub(crate) held: Arc<HeldLease>,
@@ -52,7 +51,8 @@ impl ShardConsumer {
         let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone());
         let mut state = ShardState::WaitingOnParents;
         let mut resume_after: Option<ExtendedSequenceNumber> = None;
-        let mut iterator: Option<String> = None;
+        let mut prefetcher: Option<Prefetcher> = None;
+        let mut initialized = false;
         let mut children: Vec<ChildShard> = Vec::new();
         loop {
             tracing::trace!(shard = %shard_id, ?state, "shard consumer state");
@@ -84,15 +84,29 @@ impl ShardConsumer {
                         }
                         CheckpointPosition::ShardEnd => return ShardOutcome::Finished,
                     };
+                    // Restarting reads (the fetcher stopped): continue after what was delivered.
+                    let start = match &resume_after {
+                        Some(p) if initialized => Start::AtSequence(p.sequence.clone()),
+                        _ => start,
+                    };
                     match shard_iterator(&self.kinesis, &self.stream, &shard_id, &start).await {
                         Ok(it) => {
-                            iterator = Some(it);
-                            processor
-                                .initialize(InitializeInput {
-                                    shard_id: shard_id.clone(),
-                                    checkpoint: lease.checkpoint.clone(),
-                                })
-                                .await;
+                            prefetcher = Some(Prefetcher::start(
+                                self.kinesis.clone(),
+                                self.stream.clone(),
+                                shard_id.clone(),
+                                it,
+                                self.limits(),
+                            ));
+                            if !initialized {
+                                initialized = true;
+                                processor
+                                    .initialize(InitializeInput {
+                                        shard_id: shard_id.clone(),
+                                        checkpoint: lease.checkpoint.clone(),
+                                    })
+                                    .await;
+                            }
                             ShardState::Processing
                         }
                         Err(e) => {
@@ -105,22 +119,43 @@ impl ShardConsumer {
                     }
                 }
                 ShardState::Processing => {
-                    let Some(it) = iterator.take() else {
-                        return ShardOutcome::LeaseLost;
+                    let Some(fetcher) = prefetcher.as_mut() else {
+                        continue;
                     };
-                    match self
-                        .process_once(processor, &shard_id, it, &mut resume_after, &checkpointer)
-                        .await
-                    {
-                        Ok(Step::Continue(next)) => {
-                            iterator = Some(next);
-                            ShardState::Processing
+                    let batch = tokio::select! {
+                        () = self.held.lost.cancelled() => None,
+                        () = self.shutdown.cancelled() => None,
+                        batch = fetcher.next() => Some(batch),
+                    };
+                    match batch {
+                        None => self.interrupted(if self.held.lost.is_cancelled() {
+                            Interrupt::Lost
+                        } else {
+                            Interrupt::Shutdown
+                        }),
+                        // The fetcher stopped before the shard's end: read again from where we are.
+                        Some(None) => {
+                            prefetcher = None;
+                            ShardState::Initializing
                         }
-                        Ok(Step::End(kids)) => {
-                            children = kids;
-                            ShardState::ShardEnded
+                        Some(Some(batch)) => {
+                            self.deliver(
+                                processor,
+                                &shard_id,
+                                &batch,
+                                &mut resume_after,
+                                &checkpointer,
+                            )
+                            .await;
+                            match batch.end {
+                                Some(kids) => {
+                                    prefetcher = None;
+                                    children = kids;
+                                    ShardState::ShardEnded
+                                }
+                                None => ShardState::Processing,
+                            }
                         }
-                        Err(i) => self.interrupted(i),
                     }
                 }
                 ShardState::ShardEnded => {
@@ -142,6 +177,15 @@ impl ShardConsumer {
                 }
                 ShardState::ShutDown => return ShardOutcome::ShutDown,
             };
+        }
+    }
+
+    fn limits(&self) -> PrefetchLimits {
+        PrefetchLimits {
+            max_records: self.config.prefetch_max_records,
+            max_bytes: self.config.prefetch_max_bytes,
+            records_per_call: self.config.max_records,
+            idle_time: self.config.idle_time_between_reads,
         }
     }
 
@@ -194,99 +238,42 @@ impl ShardConsumer {
         }
     }
 
-    async fn process_once(
+    /// Hands one prefetched batch to the processor (deaggregated, range-filtered, and without
+    /// what was already delivered or checkpointed).
+    async fn deliver(
         &self,
         processor: &mut dyn RecordProcessor,
         shard_id: &str,
-        iterator: String,
+        batch: &Prefetched,
         resume_after: &mut Option<ExtendedSequenceNumber>,
         checkpointer: &Checkpointer,
-    ) -> Result<Step, Interrupt> {
-        self.check()?;
-        let fetched = tokio::select! {
-            () = self.held.lost.cancelled() => return Err(Interrupt::Lost),
-            () = self.shutdown.cancelled() => return Err(Interrupt::Shutdown),
-            f = get_records(&self.kinesis, &iterator, self.config.max_records, GET_RECORDS_TIMEOUT) => f,
-        };
-        match fetched {
-            Fetched::Batch {
-                records,
-                next,
-                millis_behind_latest,
-                children,
-            } => {
-                let range = self.held.lease.lock().await.hash_key_range;
-                let mut user = Vec::new();
-                let mut skipped = Skipped::default();
-                for record in &records {
-                    to_user_records(
-                        record,
-                        range,
-                        resume_after.as_ref(),
-                        &mut user,
-                        &mut skipped,
-                    );
-                }
-                if skipped.out_of_range > 0 {
-                    tracing::debug!(shard = %shard_id, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
-                }
-                if let Some(last) = user.last() {
-                    let position = last.position();
-                    checkpointer.delivered(position.clone());
-                    *resume_after = Some(position);
-                    processor
-                        .process_records(ProcessRecordsInput {
-                            records: user,
-                            millis_behind_latest,
-                            checkpointer,
-                        })
-                        .await;
-                }
-                match next {
-                    None => Ok(Step::End(children)),
-                    Some(next) => {
-                        let caught_up = records.is_empty() || millis_behind_latest == Some(0);
-                        if caught_up {
-                            self.pause(self.config.idle_time_between_reads).await?;
-                        }
-                        Ok(Step::Continue(next))
-                    }
-                }
-            }
-            Fetched::Expired => {
-                // Re-read from the last delivered record (or the checkpoint) and skip what was seen.
-                let start = match resume_after.as_ref() {
-                    Some(p) => Start::AtSequence(p.sequence.clone()),
-                    None => Start::TrimHorizon,
-                };
-                match shard_iterator(&self.kinesis, &self.stream, shard_id, &start).await {
-                    Ok(it) => Ok(Step::Continue(it)),
-                    Err(e) => {
-                        tracing::warn!(shard = %shard_id, error = %e, "refreshing an expired iterator failed");
-                        self.pause(self.config.idle_time_between_reads).await?;
-                        Ok(Step::Continue(iterator))
-                    }
-                }
-            }
-            Fetched::Throttled => {
-                self.pause(
-                    self.config
-                        .idle_time_between_reads
-                        .max(Duration::from_millis(200)),
-                )
-                .await?;
-                Ok(Step::Continue(iterator))
-            }
-            Fetched::Failed(e) => {
-                tracing::warn!(shard = %shard_id, error = %e, "GetRecords failed; retrying");
-                self.pause(
-                    self.config
-                        .idle_time_between_reads
-                        .max(Duration::from_millis(200)),
-                )
-                .await?;
-                Ok(Step::Continue(iterator))
-            }
+    ) {
+        let range = self.held.lease.lock().await.hash_key_range;
+        let mut user = Vec::new();
+        let mut skipped = Skipped::default();
+        for record in &batch.records {
+            to_user_records(
+                record,
+                range,
+                resume_after.as_ref(),
+                &mut user,
+                &mut skipped,
+            );
+        }
+        if skipped.out_of_range > 0 {
+            tracing::debug!(shard = %shard_id, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
+        }
+        if let Some(last) = user.last() {
+            let position = last.position();
+            checkpointer.delivered(position.clone());
+            *resume_after = Some(position);
+            processor
+                .process_records(ProcessRecordsInput {
+                    records: user,
+                    millis_behind_latest: batch.millis_behind_latest,
+                    checkpointer,
+                })
+                .await;
         }
     }
 
@@ -324,9 +311,4 @@ impl ShardConsumer {
             self.pause(self.config.parent_poll_interval).await?;
         }
     }
-}
-
-enum Step {
-    Continue(String),
-    End(Vec<ChildShard>),
 }

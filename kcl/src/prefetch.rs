@@ -1,0 +1,171 @@
+//! Read-ahead for one shard: a fetcher task keeps calling GetRecords while the processor works,
+//! bounded in records and in bytes (it waits for capacity before handing over the next batch, and
+//! a batch's capacity returns when the processor is done with it).
+//!
+//! The fetcher owns the shard iterator: it refreshes an expired one after the last record it
+//! fetched, backs off on throttling, pauses when caught up, and stops at the shard's end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::{ChildShard, Record};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::retrieval::{Fetched, Start, get_records, shard_iterator};
+use crate::stream::StreamRef;
+
+const GET_RECORDS_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many GetRecords answers wait for the processor, whatever their size.
+const MAX_BATCHES_AHEAD: usize = 64;
+
+/// How far a fetcher may read ahead.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrefetchLimits {
+    pub(crate) max_records: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) records_per_call: i32,
+    pub(crate) idle_time: Duration,
+}
+
+/// One GetRecords answer, holding its share of the read-ahead capacity until dropped.
+#[derive(Debug)]
+pub(crate) struct Prefetched {
+    pub(crate) records: Vec<Record>,
+    pub(crate) millis_behind_latest: Option<i64>,
+    /// `Some` at the shard's end: the children GetRecords announced.
+    pub(crate) end: Option<Vec<ChildShard>>,
+    _records: Option<OwnedSemaphorePermit>,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// The receiving end; dropping it stops the fetcher.
+#[derive(Debug)]
+pub(crate) struct Prefetcher {
+    batches: mpsc::Receiver<Prefetched>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Prefetcher {
+    /// Starts reading `shard_id` from `iterator`.
+    pub(crate) fn start(
+        kinesis: aws_sdk_kinesis::Client,
+        stream: StreamRef,
+        shard_id: String,
+        iterator: String,
+        limits: PrefetchLimits,
+    ) -> Prefetcher {
+        // Room for many batches: the record and byte limits are what bound the read-ahead.
+        let (tx, batches) = mpsc::channel(MAX_BATCHES_AHEAD);
+        let task = tokio::spawn(fetch(kinesis, stream, shard_id, iterator, limits, tx));
+        Prefetcher { batches, task }
+    }
+
+    /// The next batch; `None` when the fetcher has stopped (only after the shard's end batch).
+    pub(crate) async fn next(&mut self) -> Option<Prefetched> {
+        self.batches.recv().await
+    }
+}
+
+async fn fetch(
+    kinesis: aws_sdk_kinesis::Client,
+    stream: StreamRef,
+    shard_id: String,
+    mut iterator: String,
+    limits: PrefetchLimits,
+    tx: mpsc::Sender<Prefetched>,
+) {
+    let record_permits = Arc::new(Semaphore::new(limits.max_records.max(1)));
+    let byte_permits = Arc::new(Semaphore::new(limits.max_bytes.max(1)));
+    let mut last_fetched: Option<String> = None;
+    let mut backoff = limits.idle_time.max(Duration::from_millis(100));
+    loop {
+        match get_records(
+            &kinesis,
+            &iterator,
+            limits.records_per_call,
+            GET_RECORDS_TIMEOUT,
+        )
+        .await
+        {
+            Fetched::Batch {
+                records,
+                next,
+                millis_behind_latest,
+                children,
+            } => {
+                backoff = limits.idle_time.max(Duration::from_millis(100));
+                let count = records.len().min(limits.max_records).max(1);
+                let bytes: usize = records.iter().map(|r| r.data().as_ref().len()).sum();
+                let bytes = bytes.clamp(1, limits.max_bytes);
+                // Wait for capacity: the processor is behind by at most the limits.
+                let permits = (
+                    record_permits
+                        .clone()
+                        .acquire_many_owned(u32::try_from(count).unwrap_or(u32::MAX))
+                        .await,
+                    byte_permits
+                        .clone()
+                        .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+                        .await,
+                );
+                let (Ok(record_permit), Ok(byte_permit)) = permits else {
+                    return;
+                };
+                if let Some(last) = records.last() {
+                    last_fetched = Some(last.sequence_number().to_owned());
+                }
+                let caught_up = records.is_empty() || millis_behind_latest == Some(0);
+                let end = next.is_none();
+                let batch = Prefetched {
+                    records,
+                    millis_behind_latest,
+                    end: end.then_some(children),
+                    _records: Some(record_permit),
+                    _bytes: Some(byte_permit),
+                };
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+                match next {
+                    None => return,
+                    Some(next) => iterator = next,
+                }
+                if caught_up {
+                    tokio::time::sleep(limits.idle_time).await;
+                }
+            }
+            Fetched::Expired => {
+                let start = match &last_fetched {
+                    Some(seq) => Start::AfterSequence(seq.clone()),
+                    None => {
+                        tracing::warn!(shard = %shard_id, "iterator expired before any record was read; the consumer restarts the shard");
+                        return;
+                    }
+                };
+                match shard_iterator(&kinesis, &stream, &shard_id, &start).await {
+                    Ok(it) => iterator = it,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard_id, error = %e, "refreshing an expired iterator failed");
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+            }
+            Fetched::Throttled => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Fetched::Failed(e) => {
+                tracing::warn!(shard = %shard_id, error = %e, "GetRecords failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The dispatcher's scheduled work: shard map refreshes (on demand and periodic) and publishing
+//! the rates of shards slowed by throttling.
+
+use super::*;
+
+impl Dispatcher {
+    /// Scheduled work: periodic map refreshes, and publishing the rates of slowed shards.
+    pub(super) fn tick(&mut self, now: Instant) {
+        for entry in self.streams.all() {
+            let last = *self.last_refresh.entry(entry.id.clone()).or_insert(now);
+            if now.saturating_duration_since(last) >= self.config.shard_map_refresh_interval {
+                self.refresh(&entry, false);
+            }
+        }
+        let mut rates = self
+            .counters
+            .shard_rates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let percent = self.config.rate_limit_percent;
+        for ((stream, shard), q) in &mut self.shards {
+            let name = format!("{stream}/{shard}");
+            if let Some(rate) = rates.get_mut(&name) {
+                q.limiter.advance(now);
+                let current = q.limiter.rate_percent(percent);
+                if current >= f64::from(percent) {
+                    rates.remove(&name);
+                } else {
+                    *rate = current;
+                }
+            }
+        }
+    }
+
+    /// Starts a map refresh for the stream unless one is running; with `all`, closed shards are
+    /// listed too (to learn the range of a shard that is no longer open).
+    pub(super) fn refresh(&mut self, entry: &Arc<StreamEntry>, all: bool) {
+        if self.shutting_down && self.parked.is_empty() {
+            return;
+        }
+        if !begin_refresh(entry) {
+            return;
+        }
+        let api = self.api.clone();
+        let entry = entry.clone();
+        self.refreshes.spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            for _ in 0..5 {
+                match list(&*api, &entry, all).await {
+                    Ok(map) => {
+                        entry.set_map(map);
+                        return Refreshed { entry, ok: true };
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %entry.id, code = e.code(), message = %e.message(), "shard map refresh failed");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait.mul_f64(1.5)).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            Refreshed { entry, ok: false }
+        });
+    }
+}
+
+pub(super) async fn list(
+    api: &dyn KinesisApi,
+    entry: &StreamEntry,
+    all: bool,
+) -> Result<ShardMap, CallError> {
+    let open = api.list_shards(&entry.id, true).await?;
+    let previous = entry.map();
+    let mut map = ShardMap::new(open, Some(&previous));
+    if all {
+        map.learn(&api.list_shards(&entry.id, false).await?);
+    }
+    Ok(map)
+}

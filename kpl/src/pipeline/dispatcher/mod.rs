@@ -1,0 +1,377 @@
+//! The background task that owns the pipeline: it takes records from the handle, drives them
+//! through aggregator → limiter → collector, starts PutRecords calls, and turns their results
+//! into resolved futures, retries, map refreshes and re-sends.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::aggregator::Aggregator;
+use super::collector::Collector;
+use super::limiter::ShardLimiter;
+use super::pending::{KinesisRecord, Pending, StreamId};
+use super::retry::{Backoff, Class, classify_call, classify_code};
+use super::shard_map::ShardMap;
+use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
+use crate::config::ProducerConfig;
+use crate::error::PutErrorKind;
+use crate::kinesis::{CallError, EntryResult, KinesisApi, PutEntry};
+use crate::record::{Attempt, AttemptError};
+use crate::stats::{Counters, kpl_metrics};
+
+mod maintenance;
+mod outcome;
+
+/// What the handle sends the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Put(Box<Pending>),
+    Flush,
+    Shutdown,
+}
+
+/// Most commands taken per loop turn before the pipeline is driven (also the channel's capacity:
+/// a sender blocked on a full channel is woken once per batch).
+pub(crate) const COMMAND_BATCH: usize = 4096;
+/// How often scheduled map refreshes and published shard rates are checked.
+const TICK: Duration = Duration::from_secs(1);
+
+type ShardKey = (StreamId, Arc<str>);
+
+#[derive(Debug)]
+struct ShardQueue {
+    limiter: ShardLimiter,
+    queue: VecDeque<KinesisRecord>,
+}
+
+/// A finished PutRecords call.
+#[derive(Debug)]
+struct Completion {
+    records: Vec<KinesisRecord>,
+    started: Instant,
+    duration: Duration,
+    result: Result<Vec<EntryResult>, CallError>,
+}
+
+/// An aggregate stored on a shard other than the predicted one, waiting for a fresh map to tell
+/// which of its user records that shard owns.
+#[derive(Debug)]
+struct Landed {
+    record: KinesisRecord,
+    shard_id: String,
+    sequence_number: String,
+    started: Instant,
+    duration: Duration,
+    listed_all: bool,
+}
+
+#[derive(Debug)]
+struct Refreshed {
+    entry: Arc<StreamEntry>,
+    ok: bool,
+}
+
+pub(crate) struct Dispatcher {
+    config: Arc<ProducerConfig>,
+    api: Arc<dyn KinesisApi>,
+    streams: Arc<Streams>,
+    counters: Arc<Counters>,
+    commands: mpsc::Receiver<Command>,
+    /// User records received per stream since the metric was last emitted.
+    received: HashMap<StreamId, u64>,
+    aggregator: Aggregator,
+    shards: HashMap<ShardKey, ShardQueue>,
+    busy_shards: HashSet<ShardKey>,
+    collector: Collector,
+    retries: BTreeMap<(Instant, u64), Pending>,
+    retry_seq: u64,
+    parked: HashMap<StreamId, Vec<Landed>>,
+    requests: JoinSet<Completion>,
+    refreshes: JoinSet<Refreshed>,
+    next_tick: Instant,
+    last_refresh: HashMap<StreamId, Instant>,
+    flushing: bool,
+    shutting_down: bool,
+    rng: StdRng,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        config: Arc<ProducerConfig>,
+        api: Arc<dyn KinesisApi>,
+        streams: Arc<Streams>,
+        counters: Arc<Counters>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        Dispatcher {
+            aggregator: Aggregator::new(
+                config.aggregation_enabled,
+                config.aggregation_max_size,
+                config.aggregation_max_count,
+                config.record_max_buffered_time,
+            ),
+            collector: Collector::new(config.collection_max_count, config.collection_max_size),
+            config,
+            api,
+            streams,
+            counters,
+            commands,
+            received: HashMap::default(),
+            shards: HashMap::default(),
+            busy_shards: HashSet::default(),
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            parked: HashMap::default(),
+            requests: JoinSet::new(),
+            refreshes: JoinSet::new(),
+            next_tick: Instant::now() + TICK,
+            last_refresh: HashMap::default(),
+            flushing: false,
+            shutting_down: false,
+            rng: StdRng::from_rng(&mut rand::rng()),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        // Commands are taken in bulk: one wake-up of a blocked sender per batch, not per record.
+        let mut inbox = Vec::with_capacity(COMMAND_BATCH);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
+                    match done {
+                        Ok(completion) => self.on_completion(completion),
+                        Err(e) => tracing::error!(error = %e, "PutRecords task failed"),
+                    }
+                }
+                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
+                    if let Ok(refreshed) = done {
+                        self.on_refreshed(refreshed);
+                    }
+                }
+                received = self.commands.recv_many(&mut inbox, COMMAND_BATCH), if !self.shutting_down => {
+                    if received == 0 {
+                        // Every handle is gone: drain what was accepted, then stop.
+                        self.shutting_down = true;
+                    }
+                    for command in inbox.drain(..) {
+                        self.on_command(command);
+                    }
+                    for (stream, n) in self.received.drain() {
+                        kpl_metrics::received(&stream, n);
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            self.drive(now);
+            if self.shutting_down && self.idle() {
+                break;
+            }
+        }
+        // Anything that raced in after shutdown began gets its record back.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Put(p) = command {
+                p.fail(PutErrorKind::Stopped);
+            }
+        }
+        tracing::debug!("producer dispatcher stopped");
+    }
+
+    fn idle(&self) -> bool {
+        self.aggregator.is_empty()
+            && self.busy_shards.is_empty()
+            && self.collector.is_empty()
+            && self.retries.is_empty()
+            && self.parked.is_empty()
+            && self.requests.is_empty()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Put(p) => {
+                *self.received.entry(p.record.stream.clone()).or_insert(0) += 1;
+                self.route(*p);
+            }
+            Command::Flush => self.flushing = true,
+            Command::Shutdown => {
+                self.shutting_down = true;
+                self.flushing = true;
+            }
+        }
+    }
+
+    /// Predicts the record's shard and hands it to the aggregator.
+    fn route(&mut self, p: Pending) {
+        let shard = p.entry.map().predict(p.hash_key).cloned();
+        if shard.is_none() {
+            let entry = p.entry.clone();
+            self.refresh(&entry, false);
+        }
+        let mut closed = Vec::new();
+        self.aggregator.add(p, shard, &mut closed);
+        self.enqueue(closed);
+    }
+
+    fn enqueue(&mut self, records: Vec<KinesisRecord>) {
+        for record in records {
+            match &record.predicted_shard {
+                Some(shard) => {
+                    let key = (record.stream.clone(), shard.clone());
+                    let percent = self.config.rate_limit_percent;
+                    self.shards
+                        .entry(key.clone())
+                        .or_insert_with(|| ShardQueue {
+                            limiter: ShardLimiter::new(percent, Instant::now()),
+                            queue: VecDeque::new(),
+                        })
+                        .queue
+                        .push_back(record);
+                    self.busy_shards.insert(key);
+                }
+                None => self.collector.push(record),
+            }
+        }
+    }
+
+    /// Moves everything along that can move at `now`.
+    fn drive(&mut self, now: Instant) {
+        // Retries whose back-off is over.
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let p = entry.remove();
+            if now >= p.expires {
+                self.expire(p);
+            } else {
+                self.route(p);
+            }
+        }
+
+        let mut closed = Vec::new();
+        if self.flushing {
+            self.aggregator.close_all(&mut closed);
+        } else {
+            self.aggregator.close_due(now, &mut closed);
+        }
+        self.enqueue(closed);
+
+        // Limiters release what their buckets allow.
+        let busy: Vec<ShardKey> = self.busy_shards.iter().cloned().collect();
+        for key in busy {
+            let Some(q) = self.shards.get_mut(&key) else {
+                continue;
+            };
+            while let Some(front) = q.queue.front() {
+                if !q.limiter.try_acquire(now, front.size()) {
+                    break;
+                }
+                if let Some(record) = q.queue.pop_front() {
+                    self.collector.push(record);
+                }
+            }
+            if q.queue.is_empty() {
+                self.busy_shards.remove(&key);
+            }
+        }
+
+        // Calls, as many as may be in flight.
+        while self.requests.len() < self.config.max_concurrent_requests {
+            let Some((stream, batch)) = self.collector.next_batch(now, self.flushing) else {
+                break;
+            };
+            let batch = self.drop_expired(batch, now);
+            if !batch.is_empty() {
+                self.send(stream, batch, now);
+            }
+        }
+        if self.flushing && self.aggregator.is_empty() && self.collector.is_empty() {
+            self.flushing = false;
+        }
+
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    /// Kinesis records all of whose user records have expired are failed instead of sent.
+    fn drop_expired(&mut self, batch: Vec<KinesisRecord>, now: Instant) -> Vec<KinesisRecord> {
+        let mut keep = Vec::with_capacity(batch.len());
+        for record in batch {
+            if record.user_records.iter().all(|p| now >= p.expires) {
+                for p in record.user_records {
+                    self.expire(p);
+                }
+            } else {
+                keep.push(record);
+            }
+        }
+        keep
+    }
+
+    fn send(&mut self, stream: StreamId, records: Vec<KinesisRecord>, now: Instant) {
+        let entries: Vec<PutEntry> = records
+            .iter()
+            .map(|r| PutEntry {
+                partition_key: r.partition_key.clone(),
+                explicit_hash_key: r.explicit_hash_key.clone(),
+                data: r.data.clone(),
+            })
+            .collect();
+        let api = self.api.clone();
+        let timeout = self.config.request_timeout;
+        let span = tracing::debug_span!("put_records", stream = %stream, records = entries.len());
+        self.requests.spawn(tracing::Instrument::instrument(
+            async move {
+                let started = now;
+                let result =
+                    match tokio::time::timeout(timeout, api.put_records(&stream, entries)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(CallError::Timeout),
+                    };
+                Completion {
+                    records,
+                    started,
+                    duration: Instant::now().saturating_duration_since(started),
+                    result,
+                }
+            },
+            span,
+        ));
+    }
+
+    fn next_wake(&mut self) -> Instant {
+        let now = Instant::now();
+        let mut wake = self.next_tick;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake = wake.min(t);
+            }
+        };
+        consider(self.retries.first_key_value().map(|((at, _), _)| *at));
+        consider(self.aggregator.next_deadline());
+        if self.requests.len() < self.config.max_concurrent_requests {
+            consider(self.collector.next_deadline());
+        }
+        for key in &self.busy_shards {
+            if let Some(q) = self.shards.get_mut(key)
+                && let Some(front) = q.queue.front()
+            {
+                let size = front.size();
+                consider(Some(now + q.limiter.wait(now, size)));
+            }
+        }
+        wake
+    }
+}

@@ -1,0 +1,319 @@
+//! What the dispatcher does with the result of a PutRecords call: resolve stored records, sort
+//! out aggregates that landed on an unexpected shard, and retry, expire or fail the rest.
+
+use super::*;
+
+impl Dispatcher {
+    pub(super) fn on_completion(&mut self, c: Completion) {
+        Counters::add(&self.counters.put_records_calls, 1);
+        let now = Instant::now();
+        let results = match c.result {
+            Ok(results) if results.len() == c.records.len() => results,
+            Ok(results) => {
+                let e = CallError::Other(format!(
+                    "PutRecords answered {} results for {} records",
+                    results.len(),
+                    c.records.len()
+                ));
+                return self.call_failed(c.records, &e, c.started, c.duration, now);
+            }
+            Err(e) => return self.call_failed(c.records, &e, c.started, c.duration, now),
+        };
+        let stream = c.records.first().map(|r| r.stream.clone());
+        let (mut user_put, mut user_bytes, mut kinesis_put, mut kinesis_bytes) =
+            (0u64, 0u64, 0u64, 0u64);
+        let user_in_call: usize = c.records.iter().map(|r| r.user_records.len()).sum();
+        let kinesis_in_call = c.records.len();
+        for (record, result) in c.records.into_iter().zip(results) {
+            match result {
+                EntryResult::Stored {
+                    shard_id,
+                    sequence_number,
+                } => {
+                    kinesis_put += 1;
+                    Counters::add(&self.counters.kinesis_records_put, 1);
+                    kinesis_bytes += record.size() as u64;
+                    user_put += record.user_records.len() as u64;
+                    user_bytes += record
+                        .user_records
+                        .iter()
+                        .map(|p| p.record.data.len() as u64)
+                        .sum::<u64>();
+                    let predicted_right =
+                        record.predicted_shard.as_deref() == Some(shard_id.as_str());
+                    if !predicted_right {
+                        self.wrong_shard(record, shard_id, sequence_number, c.started, c.duration);
+                    } else {
+                        self.stored(
+                            record,
+                            &shard_id,
+                            &sequence_number,
+                            c.started,
+                            c.duration,
+                            |_| true,
+                        );
+                    }
+                }
+                EntryResult::Failed { code, message } => {
+                    let class = classify_code(&code);
+                    kpl_metrics::error(&record.stream, &code);
+                    if class == Class::Throttled {
+                        Counters::add(&self.counters.throttled, 1);
+                        self.slow_down(&record, now);
+                    }
+                    let error = AttemptError { code, message };
+                    for p in record.user_records {
+                        self.failed(p, class, &error, c.started, c.duration, now);
+                    }
+                }
+            }
+        }
+        if let Some(stream) = stream {
+            kpl_metrics::call(&kpl_metrics::CallSummary {
+                stream: &stream,
+                user_records_put: user_put,
+                user_bytes_put: user_bytes,
+                kinesis_records_put: kinesis_put,
+                kinesis_bytes_put: kinesis_bytes,
+                kinesis_records_in_call: kinesis_in_call as u64,
+                user_records_in_call: user_in_call as u64,
+                request_time_ms: c.duration.as_secs_f64() * 1e3,
+            });
+        }
+    }
+
+    /// Resolves the user records of a stored Kinesis record that `owned` accepts; the others are
+    /// re-sent (they landed on a shard that does not own their hash key).
+    pub(super) fn stored(
+        &mut self,
+        record: KinesisRecord,
+        shard_id: &str,
+        sequence_number: &str,
+        started: Instant,
+        duration: Duration,
+        owned: impl Fn(&Pending) -> bool,
+    ) {
+        let aggregated = record.aggregated();
+        // One allocation per Kinesis record, shared by all of its user records' results.
+        let (shard, sequence): (Arc<str>, Arc<str>) =
+            (Arc::from(shard_id), Arc::from(sequence_number));
+        let per_kinesis_record = record.user_records.len();
+        let stream = record.stream.clone();
+        let now = started + duration;
+        if let Some(first) = record.user_records.first() {
+            kpl_metrics::record_done(
+                &stream,
+                first.attempts.len(),
+                started
+                    .saturating_duration_since(first.waiting_since)
+                    .as_secs_f64()
+                    * 1e3,
+                per_kinesis_record,
+            );
+        }
+        for (sub, mut p) in record.user_records.into_iter().enumerate() {
+            let delay = started.saturating_duration_since(p.waiting_since);
+            if owned(&p) {
+                p.attempts.push(Attempt::new(delay, duration, None));
+                // Count before resolving: whoever awaits the result may read stats at once.
+                Counters::add(&self.counters.user_records_put, 1);
+                p.succeed(&shard, &sequence, sub as u64, aggregated);
+            } else {
+                Counters::add(&self.counters.wrong_shard_resent, 1);
+                let error = AttemptError {
+                    code: "WrongShard".into(),
+                    message: format!(
+                        "the aggregate landed on {shard_id}, which does not own hash key {}; re-sending",
+                        p.hash_key
+                    ),
+                };
+                self.failed(p, Class::Transient, &error, started, duration, now);
+            }
+        }
+    }
+
+    /// An aggregate landed on an unexpected shard: refresh the map, then sort its records out.
+    pub(super) fn wrong_shard(
+        &mut self,
+        record: KinesisRecord,
+        shard_id: String,
+        sequence_number: String,
+        started: Instant,
+        duration: Duration,
+    ) {
+        Counters::add(&self.counters.wrong_shard, 1);
+        let entry = self.entry_of(&record);
+        if !record.aggregated() {
+            // A record sent alone was routed by Kinesis itself from its own keys: it is right.
+            if let Some(entry) = &entry {
+                self.refresh(entry, false);
+            }
+            self.stored(
+                record,
+                &shard_id,
+                &sequence_number,
+                started,
+                duration,
+                |_| true,
+            );
+            return;
+        }
+        tracing::debug!(stream = %record.stream, predicted = ?record.predicted_shard, actual = %shard_id, "aggregate landed on an unexpected shard");
+        let stream = record.stream.clone();
+        self.parked.entry(stream).or_default().push(Landed {
+            record,
+            shard_id,
+            sequence_number,
+            started,
+            duration,
+            listed_all: false,
+        });
+        if let Some(entry) = entry {
+            self.refresh(&entry, false);
+        }
+    }
+
+    pub(super) fn entry_of(&self, record: &KinesisRecord) -> Option<Arc<StreamEntry>> {
+        record.user_records.first().map(|p| p.entry.clone())
+    }
+
+    pub(super) fn on_refreshed(&mut self, r: Refreshed) {
+        end_refresh(&r.entry);
+        if r.ok {
+            Counters::add(&self.counters.shard_map_refreshes, 1);
+            self.last_refresh.insert(r.entry.id.clone(), Instant::now());
+        }
+        let Some(landed) = self.parked.remove(&r.entry.id) else {
+            return;
+        };
+        let map = r.entry.map();
+        let mut unknown = Vec::new();
+        for l in landed {
+            match map.range_of(&l.shard_id) {
+                Some(range) => self.stored(
+                    l.record,
+                    &l.shard_id,
+                    &l.sequence_number,
+                    l.started,
+                    l.duration,
+                    |p| range.contains(p.hash_key),
+                ),
+                None if !l.listed_all && r.ok => unknown.push(Landed {
+                    listed_all: true,
+                    ..l
+                }),
+                None => {
+                    // Still unknown after a full listing (or listings keep failing): the record is
+                    // stored, so report it as such rather than risk a duplicate.
+                    tracing::warn!(shard = %l.shard_id, "aggregate landed on a shard no listing shows; accepting it");
+                    self.stored(
+                        l.record,
+                        &l.shard_id,
+                        &l.sequence_number,
+                        l.started,
+                        l.duration,
+                        |_| true,
+                    );
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            self.parked.insert(r.entry.id.clone(), unknown);
+            self.refresh(&r.entry, true);
+        }
+    }
+
+    pub(super) fn call_failed(
+        &mut self,
+        records: Vec<KinesisRecord>,
+        e: &CallError,
+        started: Instant,
+        duration: Duration,
+        now: Instant,
+    ) {
+        let class = classify_call(e);
+        let error = AttemptError {
+            code: e.code().to_owned(),
+            message: e.message(),
+        };
+        tracing::debug!(code = %error.code, message = %error.message, ?class, "PutRecords call failed");
+        for record in records {
+            kpl_metrics::error(&record.stream, &error.code);
+            if class == Class::Throttled {
+                Counters::add(&self.counters.throttled, 1);
+                self.slow_down(&record, now);
+            }
+            for p in record.user_records {
+                self.failed(p, class, &error, started, duration, now);
+            }
+        }
+    }
+
+    /// One user record's attempt failed: give up, or schedule a retry.
+    pub(super) fn failed(
+        &mut self,
+        mut p: Pending,
+        class: Class,
+        error: &AttemptError,
+        started: Instant,
+        duration: Duration,
+        now: Instant,
+    ) {
+        let delay = started.saturating_duration_since(p.waiting_since);
+        p.attempts
+            .push(Attempt::new(delay, duration, Some(error.clone())));
+        p.waiting_since = now;
+        match class {
+            Class::Fatal => {
+                Counters::add(&self.counters.failed, 1);
+                p.fail(PutErrorKind::Rejected {
+                    code: error.code.clone(),
+                    message: error.message.clone(),
+                });
+            }
+            Class::Throttled if self.config.fail_if_throttled => {
+                Counters::add(&self.counters.failed, 1);
+                p.fail(PutErrorKind::Throttled {
+                    code: error.code.clone(),
+                    message: error.message.clone(),
+                });
+            }
+            _ if now >= p.expires => self.expire(p),
+            _ => {
+                let (base, max) = (self.config.retry_base_delay, self.config.retry_max_delay);
+                let wait = p
+                    .backoff
+                    .get_or_insert_with(|| Box::new(Backoff::new(base, max)))
+                    .next_delay(&mut self.rng);
+                let at = (now + wait).min(p.expires);
+                Counters::add(&self.counters.retries, 1);
+                self.retry_seq += 1;
+                self.retries.insert((at, self.retry_seq), p);
+            }
+        }
+    }
+
+    pub(super) fn expire(&mut self, p: Pending) {
+        Counters::add(&self.counters.expired, 1);
+        Counters::add(&self.counters.failed, 1);
+        kpl_metrics::expired(&p.record.stream);
+        let last_error = p.last_error();
+        p.fail(PutErrorKind::Expired { last_error });
+    }
+
+    pub(super) fn slow_down(&mut self, record: &KinesisRecord, now: Instant) {
+        let Some(shard) = &record.predicted_shard else {
+            return;
+        };
+        if let Some(q) = self.shards.get_mut(&(record.stream.clone(), shard.clone())) {
+            q.limiter.throttled(now);
+            let rate = q.limiter.rate_percent(self.config.rate_limit_percent);
+            let mut rates = self
+                .counters
+                .shard_rates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            rates.insert(format!("{}/{}", record.stream, shard), rate);
+        }
+    }
+}
