@@ -9,6 +9,7 @@ use bytes::Bytes;
 use integration_tests::consume::DeliveryLog;
 use integration_tests::read::shard_range;
 use integration_tests::{TestEnv, TestStream, TestTable, random_name};
+use kcl::leases::{DynamoDbLeaseStore, LeaseStore};
 use kcl::{InitialPosition, Worker, WorkerConfig};
 use kinesis_format::HashKey;
 use kpl::{Producer, UserRecord};
@@ -42,7 +43,9 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
         .failover_time(Duration::from_millis(1500))
         .take_interval(Duration::from_millis(200))
         .idle_time_between_reads(Duration::from_millis(50))
-        .parent_poll_interval(Duration::from_millis(100));
+        .parent_poll_interval(Duration::from_millis(100))
+        .shard_sync_interval(Duration::from_millis(200))
+        .lease_cleanup_interval(Duration::from_millis(200));
     let worker = Worker::new(
         &env.sdk_config,
         &table.name,
@@ -94,6 +97,40 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
         l.records.len() >= 1_800
     })
     .await;
+
+    // The finished parents' leases are cleaned up once their children started, and shard sync
+    // (every 200 ms) does not bring them back.
+    let open: HashSet<String> = stream
+        .open_shards()
+        .await
+        .iter()
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    let store = DynamoDbLeaseStore::new(env.dynamodb.clone(), table.name.clone());
+    let lease_keys = || async {
+        store
+            .list()
+            .await
+            .expect("leases")
+            .into_iter()
+            .map(|l| l.key)
+            .collect::<HashSet<String>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lease_keys().await != open {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "parents not cleaned up: {:?} vs open {open:?}",
+            lease_keys().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        lease_keys().await,
+        open,
+        "a cleaned-up parent lease came back"
+    );
     handle.shutdown();
     task.await.expect("worker task");
 

@@ -30,6 +30,7 @@ pub struct WorkerConfig {
     pub(crate) prefetch_max_bytes: usize,
     pub(crate) shard_sync_interval: Duration,
     pub(crate) parent_poll_interval: Duration,
+    pub(crate) lease_cleanup_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +50,7 @@ impl Default for WorkerConfig {
             prefetch_max_bytes: 32 * 1024 * 1024,
             shard_sync_interval: Duration::from_secs(60),
             parent_poll_interval: Duration::from_secs(10),
+            lease_cleanup_interval: Duration::from_secs(300),
         }
     }
 }
@@ -144,6 +146,13 @@ impl WorkerConfig {
     /// How often a child shard checks whether its parents have finished. Default 10 s.
     pub fn parent_poll_interval(mut self, interval: Duration) -> Self {
         self.parent_poll_interval = interval;
+        self
+    }
+
+    /// How often leases of finished shards whose children have started are deleted.
+    /// Default 5 minutes.
+    pub fn lease_cleanup_interval(mut self, interval: Duration) -> Self {
+        self.lease_cleanup_interval = interval;
         self
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod checkpoint;
+mod cleanup;
 mod config;
 mod coordinator;
 pub mod leases;

@@ -7,7 +7,8 @@
 //!   at TRIM_HORIZON, with their parents recorded.
 //!
 //! Leases are created in shard-id order, which lists parents before their children. Existing
-//! leases are never overwritten.
+//! leases are never overwritten, and a shard whose child already has a lease gets none (it was
+//! finished, and its lease may have been cleaned up).
 
 use aws_sdk_kinesis::types::{ChildShard, Shard};
 use kinesis_format::HashKeyRange;
@@ -54,6 +55,12 @@ pub(crate) async fn sync(
     initial: InitialPosition,
 ) -> Result<usize, String> {
     let mut shards = list_all_shards(kinesis, stream).await?;
+    // A shard whose child already has a lease was finished (and perhaps cleaned up): never again.
+    let existing = store.list().await.map_err(|e| e.to_string())?;
+    let superseded: std::collections::HashSet<&str> = existing
+        .iter()
+        .flat_map(|l| l.parent_shard_ids.iter().map(String::as_str))
+        .collect();
     shards.sort_by(|a, b| a.shard_id().cmp(b.shard_id()));
     let start = match initial {
         InitialPosition::Latest => CheckpointPosition::Latest,
@@ -62,6 +69,9 @@ pub(crate) async fn sync(
     };
     let mut created = 0;
     for shard in &shards {
+        if superseded.contains(shard.shard_id()) {
+            continue;
+        }
         let open = shard
             .sequence_number_range()
             .is_none_or(|r| r.ending_sequence_number().is_none());

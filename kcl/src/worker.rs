@@ -118,6 +118,22 @@ impl Worker {
         self.handle.clone()
     }
 
+    /// Deletes leases of finished shards whose children have started.
+    async fn clean_up(&self) {
+        let leases = match self.store.list().await {
+            Ok(leases) => leases,
+            Err(e) => return tracing::warn!(error = %e, "lease cleanup could not list leases"),
+        };
+        for key in crate::cleanup::deletable(&leases) {
+            match self.store.delete(&key).await {
+                Ok(()) => {
+                    tracing::info!(lease = %key, "deleted the lease of a finished shard whose children have started")
+                }
+                Err(e) => tracing::warn!(lease = %key, error = %e, "lease cleanup failed"),
+            }
+        }
+    }
+
     /// Runs until shut down.
     pub async fn run(self) -> Result<(), WorkerError> {
         let config = self.config.clone();
@@ -147,10 +163,12 @@ impl Worker {
         let mut renew = tokio::time::interval(config.renew_interval);
         let mut take = tokio::time::interval(config.take_interval);
         let mut sync = tokio::time::interval(config.shard_sync_interval);
-        for t in [&mut renew, &mut take, &mut sync] {
+        let mut cleanup = tokio::time::interval(config.lease_cleanup_interval);
+        for t in [&mut renew, &mut take, &mut sync, &mut cleanup] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         sync.reset();
+        cleanup.reset();
 
         loop {
             tokio::select! {
@@ -183,6 +201,7 @@ impl Worker {
                         tracing::warn!(error = %e, "periodic shard sync failed");
                     }
                 }
+                _ = cleanup.tick() => self.clean_up().await,
                 Some(done) = consumers.join_next(), if !consumers.is_empty() => {
                     if let Ok((held, outcome)) = done {
                         running.remove(&held.key);
