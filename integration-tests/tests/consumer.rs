@@ -75,18 +75,29 @@ async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_ch
     let table = TestTable::adopt(&env, random_name("app"));
 
     // Aggregated records through the producer, raw ones directly, and one corrupted aggregate.
-    let mut expected = produce(&env, &stream.name, 5_000, "agg").await;
-    for i in 0..50 {
-        let (key, data) = (format!("raw-{i}"), Bytes::from(format!("raw-{i}")));
-        env.kinesis
-            .put_record()
+    let mut expected = produce(&env, &stream.name, 49_000, "agg").await;
+    for chunk in 0..2 {
+        let mut entries = Vec::new();
+        for i in chunk * 500..(chunk + 1) * 500 {
+            let (key, data) = (format!("raw-{i}"), Bytes::from(format!("raw-{i}")));
+            entries.push(
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(&key)
+                    .data(Blob::new(data.to_vec()))
+                    .build()
+                    .expect("entry"),
+            );
+            expected.push((key, data));
+        }
+        let out = env
+            .kinesis
+            .put_records()
             .stream_name(&stream.name)
-            .partition_key(&key)
-            .data(Blob::new(data.to_vec()))
+            .set_records(Some(entries))
             .send()
             .await
-            .expect("PutRecord");
-        expected.push((key, data));
+            .expect("PutRecords");
+        assert_eq!(out.failed_record_count(), Some(0));
     }
     let mut corrupted = AggregateBuilder::new();
     corrupted.add("inner-1", None, Bytes::from_static(b"a"));
