@@ -239,3 +239,100 @@ impl PreparedCheckpoint<'_> {
         self.checkpointer.write(&self.position, None).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::MemoryLeaseStore;
+
+    async fn setup() -> (Arc<MemoryLeaseStore>, Checkpointer) {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = Lease::new("s0", CheckpointPosition::TrimHorizon);
+        store.create_if_absent(&lease).await.unwrap();
+        let mine = store.take(&lease, "me").await.unwrap();
+        let checkpointer = Checkpointer::new(HeldLease::new(mine), store.clone());
+        (store, checkpointer)
+    }
+
+    fn seq(s: &str) -> SequenceNumber {
+        SequenceNumber::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn checkpoints_only_what_was_delivered() {
+        let (store, c) = setup().await;
+        assert!(matches!(
+            c.checkpoint().await,
+            Err(CheckpointError::NothingDelivered { .. })
+        ));
+        c.delivered(ExtendedSequenceNumber::new(seq("100"), 4));
+        assert!(matches!(
+            c.checkpoint_at(&seq("100"), 5).await,
+            Err(CheckpointError::BeyondLastDelivered { .. })
+        ));
+        c.checkpoint_at(&seq("100"), 2).await.unwrap();
+        let stored = store.get("s0").await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            CheckpointPosition::Sequence {
+                sequence: seq("100"),
+                sub_sequence: 2
+            }
+        );
+        c.checkpoint().await.unwrap();
+        let stored = store.get("s0").await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            CheckpointPosition::Sequence {
+                sequence: seq("100"),
+                sub_sequence: 4
+            }
+        );
+        c.reached_shard_end();
+        c.checkpoint().await.unwrap();
+        assert!(store.get("s0").await.unwrap().unwrap().is_finished());
+    }
+
+    #[tokio::test]
+    async fn two_phase_checkpoint_stores_pending_then_commits() {
+        let (store, c) = setup().await;
+        c.delivered(ExtendedSequenceNumber::new(seq("7"), 0));
+        let prepared = c.prepare_checkpoint(&seq("7"), 0).await.unwrap();
+        let stored = store.get("s0").await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            CheckpointPosition::TrimHorizon,
+            "not yet the checkpoint"
+        );
+        assert_eq!(stored.pending_checkpoint, Some(prepared.position().clone()));
+        prepared.commit().await.unwrap();
+        let stored = store.get("s0").await.unwrap().unwrap();
+        assert_eq!(
+            stored.checkpoint,
+            CheckpointPosition::Sequence {
+                sequence: seq("7"),
+                sub_sequence: 0
+            }
+        );
+        assert_eq!(stored.pending_checkpoint, None);
+    }
+
+    #[tokio::test]
+    async fn a_taken_lease_fails_with_lease_lost_and_stops_the_shard() {
+        let (store, c) = setup().await;
+        c.delivered(ExtendedSequenceNumber::new(seq("7"), 0));
+        let current = store.get("s0").await.unwrap().unwrap();
+        store.take(&current, "thief").await.unwrap();
+        let err = c.checkpoint().await.unwrap_err();
+        assert!(matches!(err, CheckpointError::LeaseLost { .. }), "{err}");
+        assert!(err.to_string().contains("another worker holds it"), "{err}");
+        assert!(
+            c.held.lost.is_cancelled(),
+            "the shard consumer is stopped with lease_lost"
+        );
+        assert_eq!(
+            store.get("s0").await.unwrap().unwrap().owner.as_deref(),
+            Some("thief")
+        );
+    }
+}

@@ -140,3 +140,65 @@ impl LeaseCoordinator {
         self.forget(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::{CheckpointPosition, Lease, MemoryLeaseStore};
+
+    fn coordinator(store: Arc<MemoryLeaseStore>, me: &str) -> LeaseCoordinator {
+        LeaseCoordinator::new(
+            store,
+            TakerConfig {
+                worker_id: me.into(),
+                failover_time: Duration::from_secs(10),
+                max_leases_per_worker: usize::MAX,
+                max_leases_to_steal: 1,
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_finds_the_lease_taken_marks_it_lost() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        store
+            .create_if_absent(&Lease::new("s0", CheckpointPosition::TrimHorizon))
+            .await
+            .unwrap();
+        let a = coordinator(store.clone(), "a");
+        let held = a.take_round().await.unwrap();
+        assert_eq!(held.len(), 1);
+        a.renew_all().await;
+        assert!(
+            !held[0].lost.is_cancelled(),
+            "renewal of an untouched lease succeeds"
+        );
+        assert_eq!(store.get("s0").await.unwrap().unwrap().counter, 2);
+
+        // Another worker takes it (as a steal would): the next renewal loses the condition.
+        let current = store.get("s0").await.unwrap().unwrap();
+        store.take(&current, "b").await.unwrap();
+        a.renew_all().await;
+        assert!(
+            held[0].lost.is_cancelled(),
+            "the shard's consumer is told at once"
+        );
+        assert_eq!(a.held_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_clears_the_owner_so_others_take_it_without_waiting() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        store
+            .create_if_absent(&Lease::new("s0", CheckpointPosition::TrimHorizon))
+            .await
+            .unwrap();
+        let a = coordinator(store.clone(), "a");
+        let held = a.take_round().await.unwrap();
+        a.release(&held[0]).await;
+        assert_eq!(store.get("s0").await.unwrap().unwrap().owner, None);
+        // b has never seen the lease before and its failover time has not passed: still takeable.
+        let b = coordinator(store.clone(), "b");
+        assert_eq!(b.take_round().await.unwrap().len(), 1);
+    }
+}
