@@ -224,12 +224,7 @@ impl Producer {
             }),
             epoch: Some(epoch),
         };
-        match self
-            .inner
-            .commands
-            .send(Command::Put(Box::new(pending)))
-            .await
-        {
+        match self.inner.commands.send(Command::Put(pending)).await {
             Ok(()) => {
                 Counters::add(&self.inner.counters.user_records_received, 1);
                 Ok(PutFuture { receiver })

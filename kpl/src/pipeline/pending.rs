@@ -49,6 +49,32 @@ pub(crate) struct Permits {
     pub(crate) _bytes: Option<OwnedSemaphorePermit>,
 }
 
+impl Permits {
+    fn merge(&mut self, other: Permits) {
+        self._records.merge(other._records);
+        match (&mut self._bytes, other._bytes) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+}
+
+/// Frees the capacity of these records with one release per semaphore (a release takes the
+/// semaphore's lock, so one per record would be a hot spot), before their futures are told.
+pub(crate) fn release_capacity<'a>(records: impl Iterator<Item = &'a mut Pending>) {
+    let mut merged: Option<Permits> = None;
+    for p in records {
+        if let Some(permits) = p.permits.take() {
+            match &mut merged {
+                Some(all) => all.merge(permits),
+                None => merged = Some(permits),
+            }
+        }
+    }
+    drop(merged);
+}
+
 impl Pending {
     /// Resolves the record successfully.
     pub(crate) fn succeed(

@@ -111,7 +111,9 @@ impl Dispatcher {
                 per_kinesis_record,
             );
         }
-        for (sub, mut p) in record.user_records.into_iter().enumerate() {
+        let mut user_records = record.user_records;
+        release_capacity(user_records.iter_mut().filter(|p| owned(p)));
+        for (sub, mut p) in user_records.into_iter().enumerate() {
             let delay = started.saturating_duration_since(p.waiting_since);
             if owned(&p) {
                 p.attempts.push(Attempt::new(delay, duration, None));
