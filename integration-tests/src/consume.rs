@@ -26,6 +26,8 @@ pub struct Log {
     pub shard_ended: Vec<String>,
     /// Shards whose processor got `lease_lost`.
     pub lease_lost: Vec<String>,
+    /// Shards whose processor was initialised (reading has started).
+    pub initialized: Vec<String>,
 }
 
 impl DeliveryLog {
@@ -98,6 +100,11 @@ impl RecordProcessor for Recorder {
         if let Err(e) = checkpoint {
             eprintln!("[{}] checkpoint of {} failed: {e}", self.worker, self.shard);
         }
+    }
+
+    async fn initialize(&mut self, _input: kcl::InitializeInput) {
+        let shard = self.shard.clone();
+        self.log.update(|log| log.initialized.push(shard));
     }
 
     async fn lease_lost(&mut self) {
