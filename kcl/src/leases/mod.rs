@@ -12,6 +12,7 @@
 //! ```
 
 mod dynamodb;
+mod item;
 mod lease;
 mod memory;
 mod store;
