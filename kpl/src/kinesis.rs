@@ -157,7 +157,7 @@ impl KinesisApi for SdkKinesis {
                 PutRecordsRequestEntry::builder()
                     .partition_key(e.partition_key)
                     .set_explicit_hash_key(e.explicit_hash_key)
-                    .data(Blob::new(e.data.to_vec()))
+                    .data(Blob::new(Vec::from(e.data)))
                     .build()
                     .map_err(|e| CallError::Other(e.to_string()))
             })

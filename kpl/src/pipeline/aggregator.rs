@@ -158,12 +158,14 @@ impl Aggregator {
             out.push(single(p, Some(key.1.clone()), open.send_by));
             return;
         }
+        let data = open.builder.finish();
         out.push(KinesisRecord {
             stream: key.0.clone(),
             predicted_shard: Some(key.1.clone()),
             partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
             explicit_hash_key: Some(open.first_hash_key.to_string()),
-            data: open.builder.finish(),
+            size: data.len() + AGGREGATE_PARTITION_KEY.len(),
+            data,
             user_records: records,
             send_by: open.send_by,
         });
@@ -178,6 +180,7 @@ fn single(p: Pending, shard: Option<Arc<str>>, send_by: Instant) -> KinesisRecor
         partition_key: p.record.partition_key.clone(),
         explicit_hash_key: p.record.explicit_hash_key.clone(),
         data: p.record.data.clone(),
+        size: p.record.data.len() + p.record.partition_key.len(),
         user_records: vec![p],
         send_by,
     }

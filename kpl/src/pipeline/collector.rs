@@ -103,6 +103,7 @@ mod tests {
             partition_key: "k".into(),
             explicit_hash_key: None,
             data: Bytes::from(vec![0u8; size - 1]),
+            size,
             user_records: vec![pending("k", 1, send_by)],
             send_by,
         }

@@ -156,7 +156,10 @@ pub(crate) struct KinesisRecord {
     pub(crate) predicted_shard: Option<Arc<str>>,
     pub(crate) partition_key: String,
     pub(crate) explicit_hash_key: Option<String>,
+    /// Moved into the PutRecords request when sent (so empty afterwards).
     pub(crate) data: Bytes,
+    /// Data + partition key bytes, as counted against the PutRecords and per-shard limits.
+    pub(crate) size: usize,
     /// The user records it carries, in sub-sequence order.
     pub(crate) user_records: Vec<Pending>,
     /// The earliest time any of its user records must be sent by (arrival + linger).
@@ -166,7 +169,7 @@ pub(crate) struct KinesisRecord {
 impl KinesisRecord {
     /// Bytes counted against the PutRecords and per-shard byte limits: data + partition key.
     pub(crate) fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
+        self.size
     }
 
     pub(crate) fn aggregated(&self) -> bool {

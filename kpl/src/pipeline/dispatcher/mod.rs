@@ -324,12 +324,15 @@ impl Dispatcher {
     }
 
     fn send(&mut self, stream: StreamId, records: Vec<KinesisRecord>, now: Instant) {
+        let mut records = records;
+        // The data moves into the request: a failed record is rebuilt from its user records, and
+        // a uniquely owned aggregate then reaches the SDK without a copy.
         let entries: Vec<PutEntry> = records
-            .iter()
+            .iter_mut()
             .map(|r| PutEntry {
                 partition_key: r.partition_key.clone(),
                 explicit_hash_key: r.explicit_hash_key.clone(),
-                data: r.data.clone(),
+                data: std::mem::take(&mut r.data),
             })
             .collect();
         let api = self.api.clone();
