@@ -1,5 +1,36 @@
 //! Helpers shared by the example binaries.
 
+use std::error::Error;
+use std::time::Duration;
+
+/// Creates a stream and waits (polling every 50 ms, at most 60 s) until it is ACTIVE.
+pub async fn create_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<(), Box<dyn Error>> {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await?;
+    for _ in 0..1200 {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await?;
+        if d.stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("stream {name} did not become ACTIVE").into())
+}
+
 /// Process figures for the benchmarks, read from `/proc` (Linux): the same numbers getrusage
 /// reports, without `unsafe`.
 pub mod proc_stats {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
-use aws_sdk_kinesis::types::StreamStatus;
 use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker, WorkerConfig,
 };
@@ -72,13 +71,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let suffix = format!("{:08x}", rand::rng().random::<u32>());
     let (stream, application) = (format!("demo-{suffix}"), format!("demo-app-{suffix}"));
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(SHARDS)
-        .send()
-        .await?;
-    wait_active(&kinesis, &stream).await?;
+    kinesis_examples::create_stream(&kinesis, &stream, SHARDS).await?;
     println!("created stream {stream} with {SHARDS} shards; lease table {application}");
 
     // The consumer: one worker, reading from the oldest record.
@@ -169,25 +162,4 @@ async fn main() -> Result<(), Box<dyn Error>> {
         return Err(format!("expected {USER_RECORDS} records, consumed {}", consumed()).into());
     }
     Ok(())
-}
-
-async fn wait_active(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> Result<(), Box<dyn Error>> {
-    for _ in 0..600 {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await?;
-        if summary
-            .stream_description_summary()
-            .is_some_and(|d| d.stream_status() == &StreamStatus::Active)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("stream {stream} did not become ACTIVE").into())
 }

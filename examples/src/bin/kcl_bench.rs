@@ -57,25 +57,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let name = format!("kcl-bench-{}", std::process::id());
-    kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await?;
-    loop {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await?;
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kinesis_examples::create_stream(&kinesis, &name, shards).await?;
 
     // kinesis-mock serves one call at a time: few calls in flight, long timeouts.
     let producer_config = ProducerConfig::default()

@@ -127,26 +127,8 @@ async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
 async fn create_stream(endpoint: &str, shards: u32) -> Result<String, Box<dyn Error>> {
     let kinesis = client(endpoint).await;
     let name = format!("bench-{}", std::process::id());
-    kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(i32::try_from(shards)?)
-        .send()
-        .await?;
-    for _ in 0..600 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await?;
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
-        {
-            return Ok(name);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("stream never became ACTIVE".into())
+    kinesis_examples::create_stream(&kinesis, &name, i32::try_from(shards)?).await?;
+    Ok(name)
 }
 
 async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Error>> {
