@@ -5,8 +5,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kcl::{Checkpointer, ConsumerRecord, ProcessRecordsInput, RecordProcessor};
+use kcl::{
+    Checkpointer, ConsumerRecord, InitialPosition, ProcessRecordsInput, RecordProcessor,
+    WorkerConfig,
+};
 use tokio::sync::Notify;
+
+/// The failover time of [`test_worker_config`].
+pub const TEST_FAILOVER: Duration = Duration::from_millis(1500);
+/// The take interval of [`test_worker_config`].
+pub const TEST_TAKE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A worker configuration with test timings: failover 1.5 s (renewal every 0.5 s), taking every
+/// 200 ms, GetRecords every 50 ms when caught up, parents checked every 100 ms.
+pub fn test_worker_config(worker: &str, position: InitialPosition) -> WorkerConfig {
+    WorkerConfig::default()
+        .worker_id(worker)
+        .initial_position(position)
+        .failover_time(TEST_FAILOVER)
+        .take_interval(TEST_TAKE_INTERVAL)
+        .idle_time_between_reads(Duration::from_millis(50))
+        .parent_poll_interval(Duration::from_millis(100))
+}
 
 /// What processors saw, shared across all shards of a worker (or of several workers).
 #[derive(Clone, Debug, Default)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use bytes::Bytes;
-use integration_tests::consume::DeliveryLog;
+use integration_tests::consume::{DeliveryLog, test_worker_config};
 use integration_tests::{TestEnv, TestStream, TestTable, random_name};
 use kcl::leases::{CheckpointPosition, DynamoDbLeaseStore, LeaseStore};
 use kcl::{InitialPosition, Worker, WorkerConfig};
@@ -16,12 +16,7 @@ use kpl::{Producer, ProducerConfig, UserRecord};
 
 /// Short timings: failover 1.5 s, taking every 200 ms, reads every 50 ms when caught up.
 fn fast(worker: &str) -> WorkerConfig {
-    WorkerConfig::default()
-        .worker_id(worker)
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_millis(1500))
-        .take_interval(Duration::from_millis(200))
-        .idle_time_between_reads(Duration::from_millis(50))
+    test_worker_config(worker, InitialPosition::TrimHorizon)
         .parent_poll_interval(Duration::from_millis(200))
 }
 

@@ -6,23 +6,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use integration_tests::consume::DeliveryLog;
+use integration_tests::consume::{
+    DeliveryLog, TEST_FAILOVER, TEST_TAKE_INTERVAL, test_worker_config,
+};
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::leases::{DynamoDbLeaseStore, Lease, LeaseStore};
-use kcl::{InitialPosition, Worker, WorkerConfig};
+use kcl::{InitialPosition, Worker};
 use kpl::{Producer, ProducerConfig, UserRecord};
 
-const FAILOVER: Duration = Duration::from_millis(1500);
-const TAKE_INTERVAL: Duration = Duration::from_millis(200);
-
-fn config(worker: &str) -> WorkerConfig {
-    WorkerConfig::default()
-        .worker_id(worker)
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(FAILOVER)
-        .take_interval(TAKE_INTERVAL)
-        .idle_time_between_reads(Duration::from_millis(50))
-}
+const FAILOVER: Duration = TEST_FAILOVER;
+const TAKE_INTERVAL: Duration = TEST_TAKE_INTERVAL;
 
 /// Owner → number of leases.
 fn owners(leases: &[Lease]) -> BTreeMap<String, usize> {
@@ -90,7 +83,7 @@ async fn three_workers_settle_at_3_3_2_and_an_aborted_workers_shards_fail_over()
             &table.name,
             &stream.name,
             log.factory(w),
-            config(w),
+            test_worker_config(w, InitialPosition::TrimHorizon),
         );
         handles.push((
             worker.shutdown_handle(),
@@ -217,7 +210,7 @@ async fn a_killed_worker_process_has_its_shards_taken_within_the_failover_time()
             &table.name,
             &stream.name,
             log.factory("survivor"),
-            config("survivor"),
+            test_worker_config("survivor", InitialPosition::TrimHorizon),
         );
         let handle = survivor.shutdown_handle();
         let task = tokio::spawn(async move { survivor.run().await.expect("survivor") });

@@ -4,9 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::primitives::Blob;
-use integration_tests::consume::DeliveryLog;
+use integration_tests::consume::{DeliveryLog, test_worker_config};
 use integration_tests::{TestEnv, TestStream, TestTable, random_name};
-use kcl::{InitialPosition, Worker, WorkerConfig};
+use kcl::{InitialPosition, Worker};
 
 async fn put(env: &TestEnv, stream: &TestStream, tag: &str, n: usize) {
     for i in 0..n {
@@ -19,14 +19,6 @@ async fn put(env: &TestEnv, stream: &TestStream, tag: &str, n: usize) {
             .await
             .expect("PutRecord");
     }
-}
-
-fn config(position: InitialPosition) -> WorkerConfig {
-    WorkerConfig::default()
-        .worker_id("w")
-        .initial_position(position)
-        .take_interval(Duration::from_millis(200))
-        .idle_time_between_reads(Duration::from_millis(50))
 }
 
 fn keys(log: &DeliveryLog) -> Vec<String> {
@@ -49,7 +41,7 @@ async fn latest_delivers_only_records_written_after_reading_started() {
         &table.name,
         &stream.name,
         log.factory("w"),
-        config(InitialPosition::Latest),
+        test_worker_config("w", InitialPosition::Latest),
     );
     let handle = worker.shutdown_handle();
     let task = tokio::spawn(async move { worker.run().await.expect("worker") });
@@ -89,7 +81,7 @@ async fn at_timestamp_delivers_records_from_that_time_on() {
         &table.name,
         &stream.name,
         log.factory("w"),
-        config(InitialPosition::AtTimestamp(from)),
+        test_worker_config("w", InitialPosition::AtTimestamp(from)),
     );
     let handle = worker.shutdown_handle();
     let task = tokio::spawn(async move { worker.run().await.expect("worker") });

@@ -8,12 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use integration_tests::consume::test_worker_config;
 use integration_tests::fault_proxy::Faults;
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::leases::DynamoDbLeaseStore;
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker, WorkerConfig,
-};
+use kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker};
 use tokio::sync::{Notify, Semaphore};
 
 struct Stuck {
@@ -69,10 +68,7 @@ async fn a_stuck_processor_stops_the_fetcher_at_the_prefetch_bound() {
             })
         }
     };
-    let config = WorkerConfig::default()
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .take_interval(Duration::from_millis(200))
+    let config = test_worker_config("w", InitialPosition::TrimHorizon)
         .idle_time_between_reads(Duration::from_millis(10))
         .max_records(10)
         .prefetch_max_records(20);

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use integration_tests::consume::DeliveryLog;
+use integration_tests::consume::{DeliveryLog, test_worker_config};
 use integration_tests::read::shard_range;
 use integration_tests::{TestEnv, TestStream, TestTable, random_name};
 use kcl::leases::{DynamoDbLeaseStore, LeaseStore};
-use kcl::{InitialPosition, Worker, WorkerConfig};
+use kcl::{InitialPosition, Worker};
 use kinesis_format::HashKey;
 use kpl::{Producer, UserRecord};
 
@@ -37,13 +37,7 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
     let log = DeliveryLog::default();
-    let config = WorkerConfig::default()
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_millis(1500))
-        .take_interval(Duration::from_millis(200))
-        .idle_time_between_reads(Duration::from_millis(50))
-        .parent_poll_interval(Duration::from_millis(100))
+    let config = test_worker_config("w", InitialPosition::TrimHorizon)
         .shard_sync_interval(Duration::from_millis(200))
         .lease_cleanup_interval(Duration::from_millis(200));
     let worker = Worker::new(

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use integration_tests::consume::test_worker_config;
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::leases::{DynamoDbLeaseStore, LeaseStore};
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker, WorkerConfig,
-};
+use kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker};
 use tokio::sync::Notify;
 
 #[derive(Clone, Default)]
@@ -119,13 +118,7 @@ async fn children_wait_while_the_parent_is_not_checkpointed_at_shard_end_and_the
             })
         }
     };
-    let config = WorkerConfig::default()
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_millis(1500))
-        .take_interval(Duration::from_millis(200))
-        .idle_time_between_reads(Duration::from_millis(50))
-        .parent_poll_interval(Duration::from_millis(100));
+    let config = test_worker_config("w", InitialPosition::TrimHorizon);
     let worker = Worker::new(&env.sdk_config, &table.name, &stream.name, factory, config);
     let handle = worker.shutdown_handle();
     let task = tokio::spawn(async move { worker.run().await.expect("worker") });
