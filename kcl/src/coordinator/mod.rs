@@ -158,15 +158,20 @@ mod tests {
         )
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_renewal_that_finds_the_lease_taken_marks_it_lost() {
+    /// A table with lease "s0", taken by worker "a".
+    async fn one_lease_held_by_a() -> (Arc<MemoryLeaseStore>, LeaseCoordinator, Vec<Arc<HeldLease>>)
+    {
         let store = Arc::new(MemoryLeaseStore::new());
-        store
-            .create_if_absent(&Lease::new("s0", CheckpointPosition::TrimHorizon))
-            .await
-            .unwrap();
+        let lease = Lease::new("s0", CheckpointPosition::TrimHorizon);
+        store.create_if_absent(&lease).await.unwrap();
         let a = coordinator(store.clone(), "a");
         let held = a.take_round().await.unwrap();
+        (store, a, held)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_finds_the_lease_taken_marks_it_lost() {
+        let (store, a, held) = one_lease_held_by_a().await;
         assert_eq!(held.len(), 1);
         a.renew_all().await;
         assert!(
@@ -188,13 +193,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn release_clears_the_owner_so_others_take_it_without_waiting() {
-        let store = Arc::new(MemoryLeaseStore::new());
-        store
-            .create_if_absent(&Lease::new("s0", CheckpointPosition::TrimHorizon))
-            .await
-            .unwrap();
-        let a = coordinator(store.clone(), "a");
-        let held = a.take_round().await.unwrap();
+        let (store, a, held) = one_lease_held_by_a().await;
         a.release(&held[0]).await;
         assert_eq!(store.get("s0").await.unwrap().unwrap().owner, None);
         // b has never seen the lease before and its failover time has not passed: still takeable.
