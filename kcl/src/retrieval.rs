@@ -118,9 +118,9 @@ pub(crate) struct Skipped {
 }
 
 /// The user records of one Kinesis record: deaggregated, filtered to `range`, and only those
-/// after `resume_after`.
+/// after `resume_after`. Takes the record so its data becomes the user records' buffer uncopied.
 pub(crate) fn to_user_records(
-    record: &Record,
+    record: Record,
     range: Option<HashKeyRange>,
     resume_after: Option<&ExtendedSequenceNumber>,
     out: &mut Vec<ConsumerRecord>,
@@ -136,7 +136,8 @@ pub(crate) fn to_user_records(
     let arrival = record
         .approximate_arrival_timestamp()
         .and_then(|t| SystemTime::try_from(*t).ok());
-    let blob = Bytes::copy_from_slice(record.data().as_ref());
+    let partition_key = record.partition_key;
+    let blob = Bytes::from(record.data.into_inner());
     let keep = |sub: u64, skipped: &mut Skipped| {
         let after =
             resume_after.is_none_or(|r| ExtendedSequenceNumber::new(sequence.clone(), sub) > *r);
@@ -173,7 +174,7 @@ pub(crate) fn to_user_records(
         Deaggregated::Raw(_) => {
             if keep(0, skipped) {
                 out.push(ConsumerRecord {
-                    partition_key: record.partition_key().into(),
+                    partition_key: partition_key.into(),
                     explicit_hash_key: None,
                     data: blob,
                     sequence_number: sequence,
@@ -210,7 +211,7 @@ mod tests {
         let r = record("100", "a", b.finish().to_vec());
         let range = HashKeyRange::new(HashKey(0), HashKey(99));
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
-        to_user_records(&r, range, None, &mut out, &mut skipped);
+        to_user_records(r, range, None, &mut out, &mut skipped);
         let data: Vec<&[u8]> = out.iter().map(|c| &c.data[..]).collect();
         assert_eq!(data, [&b"in-1"[..], &b"in-2"[..]]);
         assert_eq!(
@@ -229,7 +230,7 @@ mod tests {
         let r = record("100", "a", b.finish().to_vec());
         let resume = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 2);
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
-        to_user_records(&r, None, Some(&resume), &mut out, &mut skipped);
+        to_user_records(r, None, Some(&resume), &mut out, &mut skipped);
         let subs: Vec<u64> = out.iter().map(|c| c.sub_sequence_number).collect();
         assert_eq!(subs, [3, 4]);
         assert_eq!(skipped.before_resume, 3);
@@ -238,14 +239,14 @@ mod tests {
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
         let at = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 0);
         to_user_records(
-            &record("100", "a", b"raw".to_vec()),
+            record("100", "a", b"raw".to_vec()),
             None,
             Some(&at),
             &mut out,
             &mut skipped,
         );
         to_user_records(
-            &record("101", "a", b"raw".to_vec()),
+            record("101", "a", b"raw".to_vec()),
             None,
             Some(&at),
             &mut out,
@@ -264,7 +265,7 @@ mod tests {
         *blob.last_mut().unwrap() ^= 1;
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
         to_user_records(
-            &record("7", "outer", blob.clone()),
+            record("7", "outer", blob.clone()),
             None,
             None,
             &mut out,

@@ -138,11 +138,11 @@ impl ShardConsumer {
                             prefetcher = None;
                             ShardState::Initializing
                         }
-                        Some(Some(batch)) => {
+                        Some(Some(mut batch)) => {
                             self.deliver(
                                 processor,
                                 &shard_id,
-                                &batch,
+                                &mut batch,
                                 &mut resume_after,
                                 &checkpointer,
                             )
@@ -244,14 +244,16 @@ impl ShardConsumer {
         &self,
         processor: &mut dyn RecordProcessor,
         shard_id: &str,
-        batch: &Prefetched,
+        batch: &mut Prefetched,
         resume_after: &mut Option<ExtendedSequenceNumber>,
         checkpointer: &Checkpointer,
     ) {
         let range = self.held.lease.lock().await.hash_key_range;
         let mut user = Vec::new();
         let mut skipped = Skipped::default();
-        for record in &batch.records {
+        // The records move out (their data becomes the user records' buffers); the batch keeps
+        // its read-ahead capacity until it is dropped after processing.
+        for record in std::mem::take(&mut batch.records) {
             to_user_records(
                 record,
                 range,
