@@ -83,14 +83,15 @@ pub async fn verify_stream(stream: &TestStream, puts: &[Put]) -> ReadBack {
     for p in puts {
         let o = &p.outcome;
         let at = by_position
-            .get(&(o.sequence_number.to_string(), o.sub_sequence_number))
+            .get(&(o.sequence_number().to_owned(), o.sub_sequence_number()))
             .unwrap_or_else(|| {
                 panic!(
                     "no record read at {}/{}",
-                    o.sequence_number, o.sub_sequence_number
+                    o.sequence_number(),
+                    o.sub_sequence_number()
                 )
             });
-        assert_eq!(at.0, &*o.shard_id, "result names the wrong shard");
+        assert_eq!(at.0, o.shard_id(), "result names the wrong shard");
         assert_eq!(
             (at.1.as_str(), &at.2),
             (p.partition_key.as_str(), &p.data),

@@ -71,7 +71,7 @@ async fn every_record_is_stored_once_on_its_shard_and_results_point_at_it() {
         stats.kinesis_records_put < n as u64 / 5,
         "records were aggregated"
     );
-    assert!(puts.iter().any(|p| p.outcome.aggregated));
+    assert!(puts.iter().any(|p| p.outcome.aggregated()));
     producer.shutdown().await;
 
     let read = verify_stream(&stream, &puts).await;

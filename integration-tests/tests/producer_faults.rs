@@ -64,15 +64,15 @@ async fn throttling_5xx_and_resets_are_retried_until_every_record_is_stored() {
         let outcome = f
             .await
             .unwrap_or_else(|e| panic!("record failed despite retries: {e}"));
-        if outcome.attempts.len() > 1 {
+        if outcome.attempts().len() > 1 {
             retried += 1;
-            let failed = &outcome.attempts[..outcome.attempts.len() - 1];
+            let failed = &outcome.attempts()[..outcome.attempts().len() - 1];
             assert!(
                 failed.iter().all(|a| a.error.is_some()),
                 "every attempt but the last has an error"
             );
         }
-        assert!(outcome.attempts.last().is_some_and(|a| a.error.is_none()));
+        assert!(outcome.attempts().last().is_some_and(|a| a.error.is_none()));
         puts.push(Put {
             partition_key,
             data,
@@ -119,7 +119,7 @@ async fn fail_if_throttled_fails_throttled_records_at_once_with_the_record() {
     for (sent, f) in futures {
         match f.await {
             Ok(outcome) => {
-                assert_eq!(outcome.attempts.len(), 1);
+                assert_eq!(outcome.attempts().len(), 1);
                 ok.push(Put {
                     partition_key: sent.partition_key().to_owned(),
                     data: sent.data().clone(),

@@ -95,7 +95,7 @@ async fn splitting_a_shard_while_producing_loses_nothing_and_misplaces_nothing()
     assert_eq!(children.len(), 2);
     assert!(
         puts.iter()
-            .any(|p| children.iter().any(|c| **c == *p.outcome.shard_id)),
+            .any(|p| children.iter().any(|c| c == p.outcome.shard_id())),
         "records after the split went to the children"
     );
     // As a KCL reads it: exactly once each, every user record inside its shard's range. Each

@@ -9,16 +9,17 @@ use std::task::{Context, Poll};
 use aws_config::SdkConfig;
 use bytes::Bytes;
 use kinesis_format::{HashKey, validate_partition_key};
-use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::ProducerConfig;
 use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
 use crate::kinesis::{KinesisApi, SdkKinesis};
+use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
-use crate::pipeline::pending::{Pending, Permits, PutResult};
-use crate::pipeline::streams::{StreamEntry, Streams};
+use crate::pipeline::pending::{Pending, PutResult};
+use crate::pipeline::streams::Streams;
 use crate::record::{PutOutcome, UserRecord};
 use crate::stats::{Counters, ProducerStats};
 
@@ -37,11 +38,7 @@ struct Inner {
     /// Bounded, so a producer faster than the pipeline waits here instead of letting records
     /// age in a queue (their linger deadlines would pass before they are aggregated).
     commands: mpsc::Sender<Command>,
-    records: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
-    /// The current flush epoch: every accepted record holds a clone of its sender.
-    epoch: Mutex<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
-    flush_lock: tokio::sync::Mutex<()>,
+    capacity: Arc<Capacity>,
     streams: Arc<Streams>,
     api: Arc<dyn KinesisApi>,
     counters: Arc<Counters>,
@@ -85,22 +82,24 @@ impl Producer {
         let (commands, receiver) = mpsc::channel(COMMAND_BATCH);
         let streams = Arc::new(Streams::default());
         let counters = Arc::new(Counters::default());
+        let capacity = Arc::new(Capacity::new(
+            config.max_outstanding_records,
+            config.max_outstanding_bytes,
+        ));
         let dispatcher = Dispatcher::new(
             config.clone(),
             api.clone(),
             streams.clone(),
             counters.clone(),
+            capacity.clone(),
             receiver,
         );
         let task = runtime.spawn(dispatcher.run());
         Ok(Producer {
             inner: Arc::new(Inner {
-                records: Arc::new(Semaphore::new(config.max_outstanding_records)),
-                bytes: Arc::new(Semaphore::new(config.max_outstanding_bytes)),
                 config,
                 commands,
-                epoch: Mutex::new(mpsc::channel(1)),
-                flush_lock: tokio::sync::Mutex::new(()),
+                capacity,
                 streams,
                 api,
                 counters,
@@ -119,54 +118,32 @@ impl Producer {
     /// reached. The first record for a stream also waits for its shard list. Invalid records and
     /// unknown streams are refused with the record given back; nothing is enqueued then.
     pub async fn put(&self, record: UserRecord) -> Result<PutFuture, SubmitError> {
-        let (hash_key, entry) = match self.admit(&record).await {
+        let hash_key = match self.admit(&record).await {
             Ok(admitted) => admitted,
             Err(kind) => return Err(refuse(kind, record)),
         };
-        let size = permit_count(&record);
-        let Ok(records) = self.inner.records.clone().acquire_owned().await else {
+        if self.inner.capacity.acquire(&record).await.is_err() {
             return Err(refuse(SubmitErrorKind::ShutDown, record));
-        };
-        let bytes = match size {
-            0 => None,
-            n => match self.inner.bytes.clone().acquire_many_owned(n).await {
-                Ok(permit) => Some(permit),
-                Err(_) => return Err(refuse(SubmitErrorKind::ShutDown, record)),
-            },
-        };
-        self.enqueue(record, hash_key, entry, records, bytes).await
+        }
+        self.enqueue(record, hash_key).await
     }
 
     /// Like [`put`](Self::put) but never waits for capacity: a full producer refuses the record
     /// with [`SubmitErrorKind::Full`] and gives it back.
     pub async fn try_put(&self, record: UserRecord) -> Result<PutFuture, SubmitError> {
-        let (hash_key, entry) = match self.admit(&record).await {
+        let hash_key = match self.admit(&record).await {
             Ok(admitted) => admitted,
             Err(kind) => return Err(refuse(kind, record)),
         };
-        let full = |e: TryAcquireError, what| match e {
-            TryAcquireError::NoPermits => SubmitErrorKind::Full { what },
-            TryAcquireError::Closed => SubmitErrorKind::ShutDown,
-        };
-        let records = match self.inner.records.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(e) => return Err(refuse(full(e, "records"), record)),
-        };
-        let bytes = match permit_count(&record) {
-            0 => None,
-            n => match self.inner.bytes.clone().try_acquire_many_owned(n) {
-                Ok(p) => Some(p),
-                Err(e) => return Err(refuse(full(e, "bytes"), record)),
-            },
-        };
-        self.enqueue(record, hash_key, entry, records, bytes).await
+        match self.inner.capacity.try_acquire(&record) {
+            Ok(()) => self.enqueue(record, hash_key).await,
+            Err(Refused::Full(what)) => Err(refuse(SubmitErrorKind::Full { what }, record)),
+            Err(Refused::Closed) => Err(refuse(SubmitErrorKind::ShutDown, record)),
+        }
     }
 
     /// Validates the record and makes sure its stream's shard map is loaded.
-    async fn admit(
-        &self,
-        record: &UserRecord,
-    ) -> Result<(HashKey, Arc<StreamEntry>), SubmitErrorKind> {
+    async fn admit(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SubmitErrorKind::ShutDown);
         }
@@ -183,34 +160,23 @@ impl Producer {
                 max: self.inner.config.max_user_record_size,
             });
         }
-        let entry = self
-            .inner
+        self.inner
             .streams
             .get_or_load(&record.stream, &*self.inner.api)
             .await?;
-        Ok((hash_key, entry))
+        Ok(hash_key)
     }
 
+    /// Hands a record holding its capacity to the dispatcher.
     async fn enqueue(
         &self,
         record: UserRecord,
         hash_key: HashKey,
-        entry: Arc<StreamEntry>,
-        records: tokio::sync::OwnedSemaphorePermit,
-        bytes: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<PutFuture, SubmitError> {
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
-        let epoch = self
-            .inner
-            .epoch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .clone();
         let pending = Pending {
             record,
-            entry,
             hash_key,
             arrival: now,
             expires: now + self.inner.config.record_ttl,
@@ -218,19 +184,19 @@ impl Producer {
             attempts: Vec::new(),
             backoff: None,
             reply: Some(reply),
-            permits: Some(Permits {
-                _records: records,
-                _bytes: bytes,
-            }),
-            epoch: Some(epoch),
+            epoch: 0,
         };
         match self.inner.commands.send(Command::Put(pending)).await {
             Ok(()) => {
-                Counters::add(&self.inner.counters.user_records_received, 1);
+                Counters::add(&self.inner.counters.user_records_received.0, 1);
                 Ok(PutFuture { receiver })
             }
             Err(mpsc::error::SendError(command)) => match command {
-                Command::Put(p) => Err(refuse(SubmitErrorKind::ShutDown, p.into_record())),
+                Command::Put(p) => {
+                    let record = p.into_record();
+                    self.inner.capacity.release(1, bytes_of(&record) as usize);
+                    Err(refuse(SubmitErrorKind::ShutDown, record))
+                }
                 _ => unreachable!("only a Put was sent"),
             },
         }
@@ -243,15 +209,17 @@ impl Producer {
 
     /// Flushes, then waits until every record accepted before this call has its result.
     pub async fn flush_and_wait(&self) {
-        let _serial = self.inner.flush_lock.lock().await;
-        let (old_sender, mut old_receiver) = {
-            let mut epoch = self.inner.epoch.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *epoch, mpsc::channel(1))
-        };
-        drop(old_sender);
-        self.flush().await;
-        // Returns None once every record of the old epoch has dropped its sender.
-        let _ = old_receiver.recv().await;
+        let (done, told) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::FlushAndWait(done))
+            .await
+            .is_ok()
+        {
+            // An error means the dispatcher stopped: nothing is left to wait for.
+            let _ = told.await;
+        }
     }
 
     /// Stops accepting records, sends and resolves every accepted one (retries included, within
@@ -270,19 +238,12 @@ impl Producer {
             let _ = task.await;
         }
         // Wake anything still waiting for capacity: it gets ShutDown and its record back.
-        self.inner.records.close();
-        self.inner.bytes.close();
+        self.inner.capacity.close();
     }
 
     /// A snapshot of counters and bounds.
     pub fn stats(&self) -> ProducerStats {
-        let c = &self.inner.config;
-        let records = c
-            .max_outstanding_records
-            .saturating_sub(self.inner.records.available_permits());
-        let bytes = c
-            .max_outstanding_bytes
-            .saturating_sub(self.inner.bytes.available_permits());
+        let (records, bytes) = self.inner.capacity.outstanding();
         self.inner.counters.snapshot(records as u64, bytes as u64)
     }
 }
@@ -292,11 +253,6 @@ fn refuse(kind: SubmitErrorKind, record: UserRecord) -> SubmitError {
         kind,
         record: Box::new(record),
     }
-}
-
-/// Byte permits a record holds: its size, as a semaphore count (records are ≤ 10 MiB).
-fn permit_count(record: &UserRecord) -> u32 {
-    u32::try_from(record.size()).unwrap_or(u32::MAX)
 }
 
 /// Resolves to one user record's result.

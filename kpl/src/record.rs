@@ -68,18 +68,93 @@ impl UserRecord {
 
 /// The successful result of one user record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PutOutcome {
-    /// The shard that stored the record (shared by the user records of one aggregate).
-    pub shard_id: Arc<str>,
-    /// The sequence number of the Kinesis record that carried it (shared likewise).
-    pub sequence_number: Arc<str>,
+    /// Shared by the user records of one Kinesis record: one reference count per result.
+    stored: Arc<StoredAt>,
+    sub_sequence_number: u64,
+    aggregated: bool,
+    attempts: Attempts,
+}
+
+/// Where a Kinesis record was stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StoredAt {
+    pub(crate) shard_id: Box<str>,
+    pub(crate) sequence_number: Box<str>,
+}
+
+/// A record's attempts; the usual single attempt is kept inline, without an allocation.
+#[derive(Clone, Debug)]
+enum Attempts {
+    One(Attempt),
+    Many(Vec<Attempt>),
+}
+
+impl PartialEq for Attempts {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Attempts {}
+
+impl Attempts {
+    fn as_slice(&self) -> &[Attempt] {
+        match self {
+            Attempts::One(a) => std::slice::from_ref(a),
+            Attempts::Many(v) => v,
+        }
+    }
+}
+
+impl PutOutcome {
+    /// `earlier` are the failed attempts before `last`, the successful one.
+    pub(crate) fn new(
+        stored: Arc<StoredAt>,
+        sub_sequence_number: u64,
+        aggregated: bool,
+        mut earlier: Vec<Attempt>,
+        last: Attempt,
+    ) -> Self {
+        let attempts = if earlier.is_empty() {
+            Attempts::One(last)
+        } else {
+            earlier.push(last);
+            Attempts::Many(earlier)
+        };
+        PutOutcome {
+            stored,
+            sub_sequence_number,
+            aggregated,
+            attempts,
+        }
+    }
+
+    /// The shard that stored the record.
+    pub fn shard_id(&self) -> &str {
+        &self.stored.shard_id
+    }
+
+    /// The sequence number of the Kinesis record that carried it (shared by the user records of
+    /// one aggregate).
+    pub fn sequence_number(&self) -> &str {
+        &self.stored.sequence_number
+    }
+
     /// Its position inside that Kinesis record's aggregate (0 when it was sent alone).
-    pub sub_sequence_number: u64,
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+
     /// Whether it was sent inside an aggregate of several user records.
-    pub aggregated: bool,
+    pub fn aggregated(&self) -> bool {
+        self.aggregated
+    }
+
     /// Every attempt, the last one the success.
-    pub attempts: Vec<Attempt>,
+    pub fn attempts(&self) -> &[Attempt] {
+        self.attempts.as_slice()
+    }
 }
 
 /// One attempt to put a user record (as part of a PutRecords call).

@@ -40,9 +40,16 @@ pub struct ProducerStats {
     pub throttled_shard_rates: BTreeMap<String, f64>,
 }
 
+/// A counter on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct OwnLine(pub(crate) AtomicU64);
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) user_records_received: AtomicU64,
+    /// Written by callers' threads on every `put`, the rest by the dispatcher: apart, so the
+    /// two do not take turns owning one cache line.
+    pub(crate) user_records_received: OwnLine,
     pub(crate) user_records_put: AtomicU64,
     pub(crate) kinesis_records_put: AtomicU64,
     pub(crate) put_records_calls: AtomicU64,
@@ -70,7 +77,7 @@ impl Counters {
         ProducerStats {
             outstanding_records,
             outstanding_bytes,
-            user_records_received: get(&self.user_records_received),
+            user_records_received: get(&self.user_records_received.0),
             user_records_put: get(&self.user_records_put),
             kinesis_records_put: get(&self.kinesis_records_put),
             put_records_calls: get(&self.put_records_calls),

@@ -114,10 +114,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let first = results.remove(0).await?;
     println!(
         "first user record stored on {} at {}/{} after {} attempt(s)",
-        first.shard_id,
-        first.sequence_number,
-        first.sub_sequence_number,
-        first.attempts.len()
+        first.shard_id(),
+        first.sequence_number(),
+        first.sub_sequence_number(),
+        first.attempts().len()
     );
     for result in results {
         result.await?;

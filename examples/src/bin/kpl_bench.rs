@@ -143,23 +143,33 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
     let stream: Arc<str> = Arc::from(stream);
     let (cpu_before, started) = (cpu_seconds()?, Instant::now());
 
-    // Results are awaited by another task, in order, so this loop only feeds the producer.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<kpl::PutFuture>(65_536);
+    // Results are awaited by another task, in order, in chunks (one channel message per
+    // chunk), so this loop only feeds the producer.
+    const CHUNK: usize = 1024;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<kpl::PutFuture>>(64);
     let failed = Arc::new(AtomicU64::new(0));
     let waiter = {
         let failed = failed.clone();
         tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
-                if f.await.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
+            while let Some(chunk) = rx.recv().await {
+                for f in chunk {
+                    if f.await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
     };
+    let mut chunk = Vec::with_capacity(CHUNK);
     for i in 0..args.records {
         let record = UserRecord::new(stream.clone(), format!("{i:016x}"), data.clone());
-        tx.send(producer.put(record).await?).await?;
+        chunk.push(producer.put(record).await?);
+        if chunk.len() == CHUNK {
+            tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .await?;
+        }
     }
+    tx.send(chunk).await?;
     drop(tx);
     waiter.await?;
     producer.flush_and_wait().await;

@@ -1,7 +1,7 @@
 //! The producer pipeline. Data flows one way:
 //!
 //! ```text
-//!  Producer::put ──validate──▶ [bounded channel] ──▶ dispatcher task
+//!  Producer::put ──validate, take capacity──▶ [bounded channel] ──▶ dispatcher task
 //!                                                     │
 //!   shard_map.predict(hash key) ◀─────────────────────┤ (map per stream, refreshed by tasks)
 //!                                                     ▼
@@ -15,11 +15,14 @@
 //!     stored → resolve futures (wrong shard → refresh map, re-send what the shard doesn't own)
 //!     failed → retry classifier: transient/throttled → back-off → aggregator again;
 //!              fatal, throttled with fail_if_throttled, or past record_ttl → fail with record
+//!   every resolved record: capacity given back → its future told → its flush epoch counted
 //! ```
 
 pub(crate) mod aggregator;
+pub(crate) mod capacity;
 pub(crate) mod collector;
 pub(crate) mod dispatcher;
+pub(crate) mod epochs;
 pub(crate) mod limiter;
 pub(crate) mod pending;
 pub(crate) mod retry;

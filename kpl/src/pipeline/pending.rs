@@ -5,24 +5,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kinesis_format::HashKey;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{PutError, PutErrorKind};
-use crate::record::{Attempt, PutOutcome, UserRecord};
+use crate::record::{Attempt, PutOutcome, StoredAt, UserRecord};
 
 use super::retry::Backoff;
-use super::streams::StreamEntry;
 
 /// What a user record's future resolves to.
 pub(crate) type PutResult = Result<PutOutcome, PutError>;
 
 /// A user record inside the pipeline, with everything needed to resolve it.
+///
+/// It holds `max_outstanding_*` capacity (see [`Capacity`](super::capacity::Capacity)) from
+/// `put` until the dispatcher resolves it; the dispatcher gives that capacity back.
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
-    /// The record's stream and its shard map.
-    pub(crate) entry: Arc<StreamEntry>,
     pub(crate) hash_key: HashKey,
     /// When `put` accepted it.
     pub(crate) arrival: Instant,
@@ -30,67 +30,32 @@ pub(crate) struct Pending {
     pub(crate) expires: Instant,
     /// When the current attempt's wait began (arrival, or the previous attempt's end).
     pub(crate) waiting_since: Instant,
+    /// Failed attempts so far.
     pub(crate) attempts: Vec<Attempt>,
     /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
     pub(crate) backoff: Option<Box<Backoff>>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
     pub(crate) reply: Option<oneshot::Sender<PutResult>>,
-    /// Released when the record resolves (before its future is told): this bounds memory.
-    pub(crate) permits: Option<Permits>,
-    /// Held until the record's future has been told; `flush_and_wait` waits for every clone of
-    /// its epoch's sender to drop.
-    pub(crate) epoch: Option<mpsc::Sender<()>>,
-}
-
-/// The capacity a record holds while outstanding.
-#[derive(Debug)]
-pub(crate) struct Permits {
-    pub(crate) _records: OwnedSemaphorePermit,
-    pub(crate) _bytes: Option<OwnedSemaphorePermit>,
-}
-
-impl Permits {
-    fn merge(&mut self, other: Permits) {
-        self._records.merge(other._records);
-        match (&mut self._bytes, other._bytes) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (mine @ None, theirs) => *mine = theirs,
-            (Some(_), None) => {}
-        }
-    }
-}
-
-/// Frees the capacity of these records with one release per semaphore (a release takes the
-/// semaphore's lock, so one per record would be a hot spot), before their futures are told.
-pub(crate) fn release_capacity<'a>(records: impl Iterator<Item = &'a mut Pending>) {
-    let mut merged: Option<Permits> = None;
-    for p in records {
-        if let Some(permits) = p.permits.take() {
-            match &mut merged {
-                Some(all) => all.merge(permits),
-                None => merged = Some(permits),
-            }
-        }
-    }
-    drop(merged);
+    /// Its `flush_and_wait` epoch, set when the dispatcher receives it.
+    pub(crate) epoch: u64,
 }
 
 impl Pending {
-    /// Resolves the record successfully.
+    /// Resolves the record successfully; `last` is the successful attempt.
     pub(crate) fn succeed(
         mut self,
-        shard_id: &Arc<str>,
-        sequence_number: &Arc<str>,
+        stored: &Arc<StoredAt>,
         sub_sequence_number: u64,
         aggregated: bool,
+        last: Attempt,
     ) {
-        let outcome = PutOutcome {
-            shard_id: shard_id.clone(),
-            sequence_number: sequence_number.clone(),
+        let outcome = PutOutcome::new(
+            stored.clone(),
             sub_sequence_number,
             aggregated,
-            attempts: std::mem::take(&mut self.attempts),
-        };
+            std::mem::take(&mut self.attempts),
+            last,
+        );
         self.resolve(Ok(outcome));
     }
 
@@ -109,13 +74,10 @@ impl Pending {
     }
 
     fn resolve(&mut self, result: PutResult) {
-        // Free the capacity first: whoever awaits the result may check the bounds at once.
-        self.permits = None;
         if let Some(reply) = self.reply.take() {
             // The caller may have dropped its future: nobody to tell then.
             let _ = reply.send(result);
         }
-        self.epoch = None;
     }
 
     /// Takes the record back out of a pending record that never entered the pipeline.
@@ -180,16 +142,12 @@ impl KinesisRecord {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tokio::sync::Semaphore;
 
     /// A pending user record for unit tests (its result receiver is dropped).
     pub(crate) fn pending(partition_key: &str, data_len: usize, arrival: Instant) -> Pending {
         let record = UserRecord::new("stream", partition_key, vec![7u8; data_len]);
         let (reply, _) = oneshot::channel();
-        let (epoch, _) = mpsc::channel(1);
-        let semaphore = Arc::new(Semaphore::new(1));
         Pending {
-            entry: Arc::new(StreamEntry::new(record.stream.clone())),
             hash_key: HashKey::from_partition_key(partition_key),
             record,
             arrival,
@@ -198,11 +156,7 @@ pub(crate) mod tests {
             attempts: Vec::new(),
             backoff: None,
             reply: Some(reply),
-            permits: Some(Permits {
-                _records: semaphore.try_acquire_owned().expect("permit"),
-                _bytes: None,
-            }),
-            epoch: Some(epoch),
+            epoch: 0,
         }
     }
 }

@@ -76,6 +76,12 @@ impl Streams {
         Ok(entry)
     }
 
+    /// The entry of a stream `get_or_load` has seen.
+    pub(crate) fn get(&self, stream: &str) -> Option<Arc<StreamEntry>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(stream).cloned()
+    }
+
     /// Every stream in use, for scheduled refreshes.
     pub(crate) fn all(&self) -> Vec<Arc<StreamEntry>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

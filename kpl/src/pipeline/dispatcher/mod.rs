@@ -10,21 +10,23 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::aggregator::Aggregator;
+use super::capacity::{Capacity, bytes_of};
 use super::collector::Collector;
+use super::epochs::Epochs;
 use super::limiter::ShardLimiter;
-use super::pending::{KinesisRecord, Pending, StreamId, release_capacity};
+use super::pending::{KinesisRecord, Pending, StreamId};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
 use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
 use crate::config::ProducerConfig;
 use crate::error::PutErrorKind;
 use crate::kinesis::{CallError, EntryResult, KinesisApi, PutEntry};
-use crate::record::{Attempt, AttemptError};
+use crate::record::{Attempt, AttemptError, StoredAt};
 use crate::stats::{Counters, kpl_metrics};
 
 mod maintenance;
@@ -38,6 +40,8 @@ mod outcome;
 pub(crate) enum Command {
     Put(Pending),
     Flush,
+    /// Flush, and tell the sender once every record received before this command has resolved.
+    FlushAndWait(oneshot::Sender<()>),
     Shutdown,
 }
 
@@ -87,9 +91,11 @@ pub(crate) struct Dispatcher {
     api: Arc<dyn KinesisApi>,
     streams: Arc<Streams>,
     counters: Arc<Counters>,
+    capacity: Arc<Capacity>,
+    epochs: Epochs,
     commands: mpsc::Receiver<Command>,
-    /// User records received per stream since the metric was last emitted.
-    received: HashMap<StreamId, u64>,
+    /// The streams seen so far (a local copy of `streams`' entries).
+    entries: HashMap<StreamId, Arc<StreamEntry>>,
     aggregator: Aggregator,
     shards: HashMap<ShardKey, ShardQueue>,
     busy_shards: HashSet<ShardKey>,
@@ -112,6 +118,7 @@ impl Dispatcher {
         api: Arc<dyn KinesisApi>,
         streams: Arc<Streams>,
         counters: Arc<Counters>,
+        capacity: Arc<Capacity>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         Dispatcher {
@@ -126,8 +133,10 @@ impl Dispatcher {
             api,
             streams,
             counters,
+            capacity,
+            epochs: Epochs::default(),
             commands,
-            received: HashMap::default(),
+            entries: HashMap::default(),
             shards: HashMap::default(),
             busy_shards: HashSet::default(),
             retries: BTreeMap::new(),
@@ -165,17 +174,13 @@ impl Dispatcher {
                         // Every handle is gone: drain what was accepted, then stop.
                         self.shutting_down = true;
                     }
-                    for command in inbox.drain(..) {
-                        self.on_command(command);
-                    }
-                    for (stream, n) in self.received.drain() {
-                        kpl_metrics::received(&stream, n);
-                    }
+                    self.on_commands(&mut inbox);
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
             self.drive(now);
+            self.epochs.notify();
             if self.shutting_down && self.idle() {
                 break;
             }
@@ -184,7 +189,7 @@ impl Dispatcher {
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Put(p) = command {
-                p.fail(PutErrorKind::Stopped);
+                self.give_up(p, PutErrorKind::Stopped);
             }
         }
         tracing::debug!("producer dispatcher stopped");
@@ -199,30 +204,91 @@ impl Dispatcher {
             && self.requests.is_empty()
     }
 
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Put(p) => {
-                *self.received.entry(p.record.stream.clone()).or_insert(0) += 1;
-                self.route(p);
+    /// Handles a batch of commands in order; runs of records for one stream share one look-up
+    /// of its shard map.
+    fn on_commands(&mut self, inbox: &mut Vec<Command>) {
+        let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
+        for command in inbox.drain(..) {
+            match command {
+                Command::Put(mut p) => {
+                    p.epoch = self.epochs.accept();
+                    let same = run
+                        .as_ref()
+                        .is_some_and(|(entry, _, _)| entry.id == p.record.stream);
+                    if !same {
+                        self.end_run(run.take());
+                        run = self.entry(&p.record.stream).map(|entry| {
+                            let map = entry.map();
+                            (entry, map, 0)
+                        });
+                    }
+                    match &mut run {
+                        Some((entry, map, received)) => {
+                            *received += 1;
+                            self.route(p, entry, map);
+                        }
+                        // Every stream was loaded by `put` before its records were sent.
+                        None => self.give_up(p, PutErrorKind::Stopped),
+                    }
+                }
+                Command::Flush => self.flushing = true,
+                Command::FlushAndWait(done) => {
+                    self.flushing = true;
+                    self.epochs.wait(done);
+                }
+                Command::Shutdown => {
+                    self.shutting_down = true;
+                    self.flushing = true;
+                }
             }
-            Command::Flush => self.flushing = true,
-            Command::Shutdown => {
-                self.shutting_down = true;
-                self.flushing = true;
+        }
+        self.end_run(run);
+    }
+
+    fn end_run(&self, run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)>) {
+        if let Some((entry, _, received)) = run {
+            kpl_metrics::received(&entry.id, received);
+        }
+    }
+
+    /// The entry of a stream `put` has loaded.
+    fn entry(&mut self, stream: &StreamId) -> Option<Arc<StreamEntry>> {
+        if let Some(entry) = self.entries.get(stream) {
+            return Some(entry.clone());
+        }
+        let entry = self.streams.get(stream)?;
+        self.entries.insert(stream.clone(), entry.clone());
+        Some(entry)
+    }
+
+    /// Routes a record coming back for another attempt.
+    fn reroute(&mut self, p: Pending) {
+        match self.entry(&p.record.stream) {
+            Some(entry) => {
+                let map = entry.map();
+                self.route(p, &entry, &map);
             }
+            None => self.give_up(p, PutErrorKind::Stopped),
         }
     }
 
     /// Predicts the record's shard and hands it to the aggregator.
-    fn route(&mut self, p: Pending) {
-        let shard = p.entry.map().predict(p.hash_key).cloned();
+    fn route(&mut self, p: Pending, entry: &Arc<StreamEntry>, map: &ShardMap) {
+        let shard = map.predict(p.hash_key).cloned();
         if shard.is_none() {
-            let entry = p.entry.clone();
-            self.refresh(&entry, false);
+            self.refresh(entry, false);
         }
         let mut closed = Vec::new();
         self.aggregator.add(p, shard, &mut closed);
         self.enqueue(closed);
+    }
+
+    /// Resolves a record with an error: its capacity first, then its future, then its epoch.
+    fn give_up(&mut self, p: Pending, kind: PutErrorKind) {
+        self.capacity.release(1, bytes_of(&p.record) as usize);
+        let epoch = p.epoch;
+        p.fail(kind);
+        self.epochs.resolved(epoch);
     }
 
     fn enqueue(&mut self, records: Vec<KinesisRecord>) {
@@ -257,7 +323,7 @@ impl Dispatcher {
             if now >= p.expires {
                 self.expire(p);
             } else {
-                self.route(p);
+                self.reroute(p);
             }
         }
 

@@ -95,31 +95,42 @@ impl Dispatcher {
     ) {
         let aggregated = record.aggregated();
         // One allocation per Kinesis record, shared by all of its user records' results.
-        let (shard, sequence): (Arc<str>, Arc<str>) =
-            (Arc::from(shard_id), Arc::from(sequence_number));
-        let per_kinesis_record = record.user_records.len();
+        let at = Arc::new(StoredAt {
+            shard_id: shard_id.into(),
+            sequence_number: sequence_number.into(),
+        });
         let stream = record.stream.clone();
         let now = started + duration;
         if let Some(first) = record.user_records.first() {
             kpl_metrics::record_done(
                 &stream,
-                first.attempts.len(),
+                first.attempts.len() + 1,
                 started
                     .saturating_duration_since(first.waiting_since)
                     .as_secs_f64()
                     * 1e3,
-                per_kinesis_record,
+                record.user_records.len(),
             );
         }
-        let mut user_records = record.user_records;
-        release_capacity(user_records.iter_mut().filter(|p| owned(p)));
-        for (sub, mut p) in user_records.into_iter().enumerate() {
+        let (mut count, mut bytes) = (0usize, 0usize);
+        for p in record.user_records.iter().filter(|p| owned(p)) {
+            count += 1;
+            bytes += bytes_of(&p.record) as usize;
+        }
+        // Capacity first and counters next: whoever awaits a result may check them at once.
+        self.capacity.release(count, bytes);
+        Counters::add(&self.counters.user_records_put, count as u64);
+        for (sub, p) in record.user_records.into_iter().enumerate() {
             let delay = started.saturating_duration_since(p.waiting_since);
             if owned(&p) {
-                p.attempts.push(Attempt::new(delay, duration, None));
-                // Count before resolving: whoever awaits the result may read stats at once.
-                Counters::add(&self.counters.user_records_put, 1);
-                p.succeed(&shard, &sequence, sub as u64, aggregated);
+                let epoch = p.epoch;
+                p.succeed(
+                    &at,
+                    sub as u64,
+                    aggregated,
+                    Attempt::new(delay, duration, None),
+                );
+                self.epochs.resolved(epoch);
             } else {
                 Counters::add(&self.counters.wrong_shard_resent, 1);
                 let error = AttemptError {
@@ -175,8 +186,8 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn entry_of(&self, record: &KinesisRecord) -> Option<Arc<StreamEntry>> {
-        record.user_records.first().map(|p| p.entry.clone())
+    pub(super) fn entry_of(&mut self, record: &KinesisRecord) -> Option<Arc<StreamEntry>> {
+        self.entry(&record.stream)
     }
 
     pub(super) fn on_refreshed(&mut self, r: Refreshed) {
@@ -268,17 +279,23 @@ impl Dispatcher {
         match class {
             Class::Fatal => {
                 Counters::add(&self.counters.failed, 1);
-                p.fail(PutErrorKind::Rejected {
-                    code: error.code.clone(),
-                    message: error.message.clone(),
-                });
+                self.give_up(
+                    p,
+                    PutErrorKind::Rejected {
+                        code: error.code.clone(),
+                        message: error.message.clone(),
+                    },
+                );
             }
             Class::Throttled if self.config.fail_if_throttled => {
                 Counters::add(&self.counters.failed, 1);
-                p.fail(PutErrorKind::Throttled {
-                    code: error.code.clone(),
-                    message: error.message.clone(),
-                });
+                self.give_up(
+                    p,
+                    PutErrorKind::Throttled {
+                        code: error.code.clone(),
+                        message: error.message.clone(),
+                    },
+                );
             }
             _ if now >= p.expires => self.expire(p),
             _ => {
@@ -300,7 +317,7 @@ impl Dispatcher {
         Counters::add(&self.counters.failed, 1);
         kpl_metrics::expired(&p.record.stream);
         let last_error = p.last_error();
-        p.fail(PutErrorKind::Expired { last_error });
+        self.give_up(p, PutErrorKind::Expired { last_error });
     }
 
     pub(super) fn slow_down(&mut self, record: &KinesisRecord, now: Instant) {
