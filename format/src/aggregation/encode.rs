@@ -6,11 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use md5::{Digest, Md5};
-use prost::Message;
 
 use super::size::{delimited_len, record_body_len};
 use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
-use crate::proto;
 
 /// Builds one aggregated record from user records, knowing its exact framed length at every step.
 ///
@@ -42,12 +40,20 @@ use crate::proto;
 pub struct AggregateBuilder {
     partition_keys: KeyTable,
     explicit_hash_keys: KeyTable,
-    records: Vec<proto::Record>,
-    /// Exact length of the protobuf body so far.
-    body_len: usize,
+    /// The `records` fields, encoded as they are added (tag, length, `Record` body each).
+    records: Vec<u8>,
+    count: usize,
     /// Sum of the user records' data lengths (for statistics).
     data_len: usize,
 }
+
+/// Protobuf tags (field number << 3 | wire type) of the fields the builder writes.
+const PARTITION_KEY_TABLE: u8 = 1 << 3 | 2;
+const EXPLICIT_HASH_KEY_TABLE: u8 = 2 << 3 | 2;
+const RECORDS: u8 = 3 << 3 | 2;
+const RECORD_PARTITION_KEY_INDEX: u8 = 1 << 3;
+const RECORD_EXPLICIT_HASH_KEY_INDEX: u8 = 2 << 3;
+const RECORD_DATA: u8 = 3 << 3 | 2;
 
 impl AggregateBuilder {
     /// An empty builder.
@@ -55,14 +61,22 @@ impl AggregateBuilder {
         Self::default()
     }
 
+    /// An empty builder with room for `bytes` bytes of encoded records before it reallocates.
+    pub fn with_capacity(bytes: usize) -> Self {
+        AggregateBuilder {
+            records: Vec::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
     /// How many user records have been added.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.count
     }
 
     /// Whether no user record has been added.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.count == 0
     }
 
     /// The sum of the added user records' data lengths.
@@ -72,7 +86,10 @@ impl AggregateBuilder {
 
     /// The exact length [`finish`](Self::finish) would return now: magic + body + digest.
     pub fn framed_len(&self) -> usize {
-        FRAMING_LEN + self.body_len
+        FRAMING_LEN
+            + self.partition_keys.encoded.len()
+            + self.explicit_hash_keys.encoded.len()
+            + self.records.len()
     }
 
     /// The exact framed length after adding a record with these keys and `data_len` bytes of data.
@@ -98,48 +115,47 @@ impl AggregateBuilder {
             + delimited_len(record_body_len(0, explicit_hash_key.map(|_| 0), data_len))
     }
 
-    /// Adds a user record and returns its sub-sequence number (its index in the aggregate).
+    /// Adds a user record and returns its sub-sequence number (its index in the aggregate). The
+    /// data is copied in.
     pub fn add(
         &mut self,
         partition_key: &str,
         explicit_hash_key: Option<&str>,
-        data: Bytes,
+        data: impl AsRef<[u8]>,
     ) -> u64 {
         let (pk, ehk) = self.lookup(partition_key, explicit_hash_key);
-        self.insert(pk, ehk, data)
+        self.insert(pk, ehk, data.as_ref())
     }
 
     /// Adds a user record only if the aggregate then stays within `max_framed_len` bytes, and
     /// returns its sub-sequence number; otherwise hands the data back and changes nothing. One
     /// key look-up serves both the size check and the insertion.
-    pub fn try_add(
+    pub fn try_add<D: AsRef<[u8]>>(
         &mut self,
         partition_key: &str,
         explicit_hash_key: Option<&str>,
-        data: Bytes,
+        data: D,
         max_framed_len: usize,
-    ) -> Result<u64, Bytes> {
+    ) -> Result<u64, D> {
         let (pk, ehk) = self.lookup(partition_key, explicit_hash_key);
-        if self.framed_len() + self.growth(&pk, ehk.as_ref(), data.len()) > max_framed_len {
+        let len = data.as_ref().len();
+        if self.framed_len() + self.growth(&pk, ehk.as_ref(), len) > max_framed_len {
             return Err(data);
         }
-        Ok(self.insert(pk, ehk, data))
+        Ok(self.insert(pk, ehk, data.as_ref()))
     }
 
-    /// The framed bytes: magic, protobuf body, MD5 of the body.
+    /// The framed bytes: magic, protobuf body (key tables, then records), MD5 of the body.
     pub fn finish(self) -> Bytes {
         let framed_len = self.framed_len();
-        let message = proto::AggregatedRecord {
-            partition_key_table: self.partition_keys.keys,
-            explicit_hash_key_table: self.explicit_hash_keys.keys,
-            records: self.records,
-        };
         let mut out = BytesMut::with_capacity(framed_len);
         out.put_slice(&MAGIC);
-        message.encode_raw(&mut out);
+        out.put_slice(&self.partition_keys.encoded);
+        out.put_slice(&self.explicit_hash_keys.encoded);
+        out.put_slice(&self.records);
         let digest: [u8; DIGEST_LEN] = Md5::digest(&out[MAGIC.len()..]).into();
         out.put_slice(&digest);
-        debug_assert_eq!(out.len(), framed_len, "size accounting drifted from prost");
+        debug_assert_eq!(out.len(), framed_len, "size accounting drifted");
         out.freeze()
     }
 
@@ -163,26 +179,41 @@ impl AggregateBuilder {
                 delimited_len(l.key.len())
             }
         };
-        let pk_index = pk.index.unwrap_or(self.partition_keys.keys.len() as u64);
-        let ehk_index = ehk.map(|l| l.index.unwrap_or(self.explicit_hash_keys.keys.len() as u64));
+        let pk_index = pk.index.unwrap_or(self.partition_keys.len());
+        let ehk_index = ehk.map(|l| l.index.unwrap_or(self.explicit_hash_keys.len()));
         new_key(pk)
             + ehk.map_or(0, new_key)
             + delimited_len(record_body_len(pk_index, ehk_index, data_len))
     }
 
-    fn insert(&mut self, pk: Lookup<'_>, ehk: Option<Lookup<'_>>, data: Bytes) -> u64 {
-        self.body_len += self.growth(&pk, ehk.as_ref(), data.len());
+    fn insert(&mut self, pk: Lookup<'_>, ehk: Option<Lookup<'_>>, data: &[u8]) -> u64 {
         self.data_len += data.len();
-        let partition_key_index = self.partition_keys.intern(pk);
-        let explicit_hash_key_index = ehk.map(|l| self.explicit_hash_keys.intern(l));
-        self.records.push(proto::Record {
-            partition_key_index,
-            explicit_hash_key_index,
-            data,
-            tags: Vec::new(),
-        });
-        (self.records.len() - 1) as u64
+        let pk_index = self.partition_keys.intern(pk, PARTITION_KEY_TABLE);
+        let ehk_index = ehk.map(|l| self.explicit_hash_keys.intern(l, EXPLICIT_HASH_KEY_TABLE));
+        let out = &mut self.records;
+        out.push(RECORDS);
+        put_varint(out, record_body_len(pk_index, ehk_index, data.len()) as u64);
+        out.push(RECORD_PARTITION_KEY_INDEX);
+        put_varint(out, pk_index);
+        if let Some(i) = ehk_index {
+            out.push(RECORD_EXPLICIT_HASH_KEY_INDEX);
+            put_varint(out, i);
+        }
+        out.push(RECORD_DATA);
+        put_varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+        self.count += 1;
+        (self.count - 1) as u64
     }
+}
+
+/// Appends `value` as a base-128 varint.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// A key looked up in a [`KeyTable`]: its hash, and its index when already present.
@@ -192,41 +223,69 @@ struct Lookup<'k> {
     index: Option<u64>,
 }
 
-/// A key table in first-seen order with a hash index into it (each key is stored once).
+/// A key table in first-seen order, kept encoded (tag, length, key per entry), with a hash
+/// index into it: a key is stored once and never allocated on its own.
 #[derive(Debug, Default, Clone)]
 struct KeyTable {
-    keys: Vec<String>,
-    index: HashTable<u64>,
+    encoded: Vec<u8>,
+    /// Where each key's bytes are in `encoded`: (offset, length), by index.
+    spans: Vec<(u32, u32)>,
+    index: HashTable<u32>,
     hasher: RandomState,
 }
 
 impl KeyTable {
+    fn len(&self) -> u64 {
+        self.spans.len() as u64
+    }
+
+    fn key(&self, i: u32) -> &[u8] {
+        let (offset, len) = self.spans[i as usize];
+        &self.encoded[offset as usize..(offset + len) as usize]
+    }
+
     fn lookup<'k>(&self, key: &'k str) -> Lookup<'k> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one(key.as_bytes());
         let index = self
             .index
-            .find(hash, |&i| self.keys[i as usize] == key)
-            .copied();
+            .find(hash, |&i| self.key(i) == key.as_bytes())
+            .map(|&i| u64::from(i));
         Lookup { key, hash, index }
     }
 
-    /// The index of a looked-up key, appending it first if it is new.
-    fn intern(&mut self, lookup: Lookup<'_>) -> u64 {
+    /// The index of a looked-up key, appending it (with `tag`) first if it is new.
+    fn intern(&mut self, lookup: Lookup<'_>, tag: u8) -> u64 {
         if let Some(i) = lookup.index {
             return i;
         }
-        let i = self.keys.len() as u64;
-        self.keys.push(lookup.key.to_owned());
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index
-            .insert_unique(lookup.hash, i, |&j| hasher.hash_one(&keys[j as usize]));
-        i
+        let i = self.spans.len() as u32;
+        self.encoded.push(tag);
+        put_varint(&mut self.encoded, lookup.key.len() as u64);
+        // Aggregates are far below 4 GiB (Kinesis records are at most 10 MiB).
+        self.spans
+            .push((self.encoded.len() as u32, lookup.key.len() as u32));
+        self.encoded.extend_from_slice(lookup.key.as_bytes());
+        let (spans, encoded, hasher) = (&self.spans, &self.encoded, &self.hasher);
+        self.index.insert_unique(lookup.hash, i, |&j| {
+            let (offset, len) = spans[j as usize];
+            hasher.hash_one(&encoded[offset as usize..(offset + len) as usize])
+        });
+        u64::from(i)
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> Vec<&str> {
+        (0..self.spans.len() as u32)
+            .map(|i| std::str::from_utf8(self.key(i)).expect("keys are strings"))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto;
+    use prost::Message;
 
     #[test]
     fn empty_builder_is_just_framing() {
@@ -255,9 +314,14 @@ mod tests {
         ] {
             builder.add(pk, ehk, Bytes::from_static(b"x"));
         }
-        assert_eq!(builder.partition_keys.keys, ["b", "a", "c"]);
-        assert_eq!(builder.explicit_hash_keys.keys, ["7", "8"]);
-        let indices: Vec<_> = builder
+        assert_eq!(builder.partition_keys.keys(), ["b", "a", "c"]);
+        assert_eq!(builder.explicit_hash_keys.keys(), ["7", "8"]);
+        let blob = builder.finish();
+        let body = &blob[MAGIC.len()..blob.len() - DIGEST_LEN];
+        let message = proto::AggregatedRecord::decode(body).expect("valid protobuf");
+        assert_eq!(message.partition_key_table, ["b", "a", "c"]);
+        assert_eq!(message.explicit_hash_key_table, ["7", "8"]);
+        let indices: Vec<_> = message
             .records
             .iter()
             .map(|r| (r.partition_key_index, r.explicit_hash_key_index))

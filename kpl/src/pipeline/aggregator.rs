@@ -38,6 +38,9 @@ pub(crate) struct Aggregator {
     /// Open aggregates by deadline, so the earliest is found without a scan.
     by_deadline: BTreeMap<(Instant, u64), ShardKey>,
     next_id: u64,
+    /// Bytes and records of the last aggregate closed: a new one reserves about that much, so
+    /// it rarely grows (and copies) on the way.
+    typical: (usize, usize),
 }
 
 impl Aggregator {
@@ -50,6 +53,7 @@ impl Aggregator {
             open: HashMap::default(),
             by_deadline: BTreeMap::new(),
             next_id: 0,
+            typical: (0, 0),
         }
     }
 
@@ -81,7 +85,7 @@ impl Aggregator {
             let added = open.records.len() < self.max_count
                 && open
                     .builder
-                    .try_add(pk, ehk, p.record.data.clone(), self.max_size)
+                    .try_add(pk, ehk, &p.record.data[..], self.max_size)
                     .is_ok();
             if added {
                 if send_by < open.send_by {
@@ -103,11 +107,12 @@ impl Aggregator {
         let id = self.next_id;
         self.next_id += 1;
         self.by_deadline.insert((send_by, id), key.clone());
-        let mut builder = AggregateBuilder::new();
-        builder.add(pk, ehk, p.record.data.clone());
+        let (bytes, count) = self.typical;
+        let mut builder = AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size));
+        builder.add(pk, ehk, &p.record.data[..]);
         let open = Open {
             builder,
-            records: vec![],
+            records: Vec::with_capacity(count + count / 8 + 1),
             first_hash_key: p.hash_key,
             send_by,
             id,
@@ -159,6 +164,7 @@ impl Aggregator {
             return;
         }
         let data = open.builder.finish();
+        self.typical = (data.len(), records.len());
         out.push(KinesisRecord {
             stream: key.0.clone(),
             predicted_shard: Some(key.1.clone()),
