@@ -179,10 +179,7 @@ impl Producer {
             record,
             hash_key,
             arrival: now,
-            expires: now + self.inner.config.record_ttl,
-            waiting_since: now,
-            attempts: Vec::new(),
-            backoff: None,
+            retry: None,
             reply: Some(reply),
             epoch: 0,
         };
@@ -268,13 +265,15 @@ impl Future for PutFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.receiver).poll(cx).map(|r| {
             // A pending record always sends before it is dropped; this is only a backstop.
-            r.unwrap_or_else(|_| {
-                Err(PutError {
+            match r {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(error)) => Err(*error),
+                Err(_) => Err(PutError {
                     kind: PutErrorKind::Stopped,
                     record: Box::new(UserRecord::new("", "", Bytes::new())),
                     attempts: Vec::new(),
-                })
-            })
+                }),
+            }
         })
     }
 }

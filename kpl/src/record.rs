@@ -67,66 +67,42 @@ impl UserRecord {
 }
 
 /// The successful result of one user record.
+///
+/// Kept small (it travels from the pipeline to the caller for every record): what the user
+/// records of one Kinesis record share is behind one reference-counted pointer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutOutcome {
-    /// Shared by the user records of one Kinesis record: one reference count per result.
     stored: Arc<StoredAt>,
     sub_sequence_number: u64,
-    aggregated: bool,
-    attempts: Attempts,
+    /// The successful attempt's delay (its duration is the call's, in `stored`).
+    delay: Duration,
+    /// Failed attempts before the successful one; `None` when the first attempt succeeded.
+    earlier: Option<Box<[Attempt]>>,
 }
 
-/// Where a Kinesis record was stored.
+/// What the user records of one stored Kinesis record share.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StoredAt {
     pub(crate) shard_id: Box<str>,
     pub(crate) sequence_number: Box<str>,
-}
-
-/// A record's attempts; the usual single attempt is kept inline, without an allocation.
-#[derive(Clone, Debug)]
-enum Attempts {
-    One(Attempt),
-    Many(Vec<Attempt>),
-}
-
-impl PartialEq for Attempts {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for Attempts {}
-
-impl Attempts {
-    fn as_slice(&self) -> &[Attempt] {
-        match self {
-            Attempts::One(a) => std::slice::from_ref(a),
-            Attempts::Many(v) => v,
-        }
-    }
+    /// How long the PutRecords call took.
+    pub(crate) duration: Duration,
+    /// Whether the Kinesis record was an aggregate of several user records.
+    pub(crate) aggregated: bool,
 }
 
 impl PutOutcome {
-    /// `earlier` are the failed attempts before `last`, the successful one.
     pub(crate) fn new(
         stored: Arc<StoredAt>,
         sub_sequence_number: u64,
-        aggregated: bool,
-        mut earlier: Vec<Attempt>,
-        last: Attempt,
+        delay: Duration,
+        earlier: Vec<Attempt>,
     ) -> Self {
-        let attempts = if earlier.is_empty() {
-            Attempts::One(last)
-        } else {
-            earlier.push(last);
-            Attempts::Many(earlier)
-        };
         PutOutcome {
             stored,
             sub_sequence_number,
-            aggregated,
-            attempts,
+            delay,
+            earlier: (!earlier.is_empty()).then(|| earlier.into_boxed_slice()),
         }
     }
 
@@ -148,12 +124,23 @@ impl PutOutcome {
 
     /// Whether it was sent inside an aggregate of several user records.
     pub fn aggregated(&self) -> bool {
-        self.aggregated
+        self.stored.aggregated
     }
 
-    /// Every attempt, the last one the success.
-    pub fn attempts(&self) -> &[Attempt] {
-        self.attempts.as_slice()
+    /// How many attempts it took (at least 1).
+    pub fn attempt_count(&self) -> usize {
+        self.earlier.as_ref().map_or(0, |e| e.len()) + 1
+    }
+
+    /// Every attempt, the last one the success (built on request: results carry them compactly).
+    pub fn attempts(&self) -> Vec<Attempt> {
+        let mut all = self
+            .earlier
+            .as_deref()
+            .map(<[Attempt]>::to_vec)
+            .unwrap_or_default();
+        all.push(Attempt::new(self.delay, self.stored.duration, None));
+        all
     }
 }
 

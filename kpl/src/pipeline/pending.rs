@@ -13,8 +13,8 @@ use crate::record::{Attempt, PutOutcome, StoredAt, UserRecord};
 
 use super::retry::Backoff;
 
-/// What a user record's future resolves to.
-pub(crate) type PutResult = Result<PutOutcome, PutError>;
+/// What a user record's future is sent (the error boxed: it is rare, and large).
+pub(crate) type PutResult = Result<PutOutcome, Box<PutError>>;
 
 /// A user record inside the pipeline, with everything needed to resolve it.
 ///
@@ -24,38 +24,53 @@ pub(crate) type PutResult = Result<PutOutcome, PutError>;
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
     pub(crate) hash_key: HashKey,
-    /// When `put` accepted it.
+    /// When `put` accepted it (it expires at `arrival + record_ttl`).
     pub(crate) arrival: Instant,
-    /// `arrival + record_ttl`.
-    pub(crate) expires: Instant,
-    /// When the current attempt's wait began (arrival, or the previous attempt's end).
-    pub(crate) waiting_since: Instant,
-    /// Failed attempts so far.
-    pub(crate) attempts: Vec<Attempt>,
     /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
-    pub(crate) backoff: Option<Box<Backoff>>,
+    pub(crate) retry: Option<Box<Retry>>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
     pub(crate) reply: Option<oneshot::Sender<PutResult>>,
     /// Its `flush_and_wait` epoch, set when the dispatcher receives it.
     pub(crate) epoch: u64,
 }
 
+/// A record's state after a failed attempt.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    /// The failed attempts.
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) backoff: Backoff,
+    /// When the last attempt ended (the next attempt's delay counts from here).
+    pub(crate) since: Instant,
+}
+
 impl Pending {
-    /// Resolves the record successfully; `last` is the successful attempt.
+    /// When the current attempt's wait began (arrival, or the previous attempt's end).
+    pub(crate) fn waiting_since(&self) -> Instant {
+        self.retry.as_ref().map_or(self.arrival, |r| r.since)
+    }
+
+    /// How many attempts have failed.
+    pub(crate) fn failed_attempts(&self) -> usize {
+        self.retry.as_ref().map_or(0, |r| r.attempts.len())
+    }
+
+    fn take_attempts(&mut self) -> Vec<Attempt> {
+        self.retry
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.attempts))
+            .unwrap_or_default()
+    }
+
+    /// Resolves the record successfully; its last attempt waited `delay` before the call.
     pub(crate) fn succeed(
         mut self,
         stored: &Arc<StoredAt>,
         sub_sequence_number: u64,
-        aggregated: bool,
-        last: Attempt,
+        delay: std::time::Duration,
     ) {
-        let outcome = PutOutcome::new(
-            stored.clone(),
-            sub_sequence_number,
-            aggregated,
-            std::mem::take(&mut self.attempts),
-            last,
-        );
+        let earlier = self.take_attempts();
+        let outcome = PutOutcome::new(stored.clone(), sub_sequence_number, delay, earlier);
         self.resolve(Ok(outcome));
     }
 
@@ -68,9 +83,9 @@ impl Pending {
         let error = PutError {
             kind,
             record: Box::new(self.record.clone()),
-            attempts: std::mem::take(&mut self.attempts),
+            attempts: self.take_attempts(),
         };
-        self.resolve(Err(error));
+        self.resolve(Err(Box::new(error)));
     }
 
     fn resolve(&mut self, result: PutResult) {
@@ -88,8 +103,9 @@ impl Pending {
 
     /// The last attempt's error code and message, for an expiry message.
     pub(crate) fn last_error(&self) -> String {
-        self.attempts
+        self.retry
             .iter()
+            .flat_map(|r| r.attempts.iter())
             .rev()
             .find_map(|a| a.error.as_ref())
             .map_or_else(
@@ -151,10 +167,7 @@ pub(crate) mod tests {
             hash_key: HashKey::from_partition_key(partition_key),
             record,
             arrival,
-            expires: arrival + std::time::Duration::from_secs(30),
-            waiting_since: arrival,
-            attempts: Vec::new(),
-            backoff: None,
+            retry: None,
             reply: Some(reply),
             epoch: 0,
         }

@@ -19,7 +19,7 @@ use super::capacity::{Capacity, bytes_of};
 use super::collector::Collector;
 use super::epochs::Epochs;
 use super::limiter::ShardLimiter;
-use super::pending::{KinesisRecord, Pending, StreamId};
+use super::pending::{KinesisRecord, Pending, Retry, StreamId};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
 use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
@@ -320,7 +320,7 @@ impl Dispatcher {
                 break;
             }
             let p = entry.remove();
-            if now >= p.expires {
+            if now >= p.arrival + self.config.record_ttl {
                 self.expire(p);
             } else {
                 self.reroute(p);
@@ -378,7 +378,8 @@ impl Dispatcher {
     fn drop_expired(&mut self, batch: Vec<KinesisRecord>, now: Instant) -> Vec<KinesisRecord> {
         let mut keep = Vec::with_capacity(batch.len());
         for record in batch {
-            if record.user_records.iter().all(|p| now >= p.expires) {
+            let ttl = self.config.record_ttl;
+            if record.user_records.iter().all(|p| now >= p.arrival + ttl) {
                 for p in record.user_records {
                     self.expire(p);
                 }

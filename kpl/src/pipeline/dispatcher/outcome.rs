@@ -98,15 +98,17 @@ impl Dispatcher {
         let at = Arc::new(StoredAt {
             shard_id: shard_id.into(),
             sequence_number: sequence_number.into(),
+            duration,
+            aggregated,
         });
         let stream = record.stream.clone();
         let now = started + duration;
         if let Some(first) = record.user_records.first() {
             kpl_metrics::record_done(
                 &stream,
-                first.attempts.len() + 1,
+                first.failed_attempts() + 1,
                 started
-                    .saturating_duration_since(first.waiting_since)
+                    .saturating_duration_since(first.waiting_since())
                     .as_secs_f64()
                     * 1e3,
                 record.user_records.len(),
@@ -121,15 +123,10 @@ impl Dispatcher {
         self.capacity.release(count, bytes);
         Counters::add(&self.counters.user_records_put, count as u64);
         for (sub, p) in record.user_records.into_iter().enumerate() {
-            let delay = started.saturating_duration_since(p.waiting_since);
+            let delay = started.saturating_duration_since(p.waiting_since());
             if owned(&p) {
                 let epoch = p.epoch;
-                p.succeed(
-                    &at,
-                    sub as u64,
-                    aggregated,
-                    Attempt::new(delay, duration, None),
-                );
+                p.succeed(&at, sub as u64, delay);
                 self.epochs.resolved(epoch);
             } else {
                 Counters::add(&self.counters.wrong_shard_resent, 1);
@@ -272,10 +269,19 @@ impl Dispatcher {
         duration: Duration,
         now: Instant,
     ) {
-        let delay = started.saturating_duration_since(p.waiting_since);
-        p.attempts
-            .push(Attempt::new(delay, duration, Some(error.clone())));
-        p.waiting_since = now;
+        let delay = started.saturating_duration_since(p.waiting_since());
+        let attempt = Attempt::new(delay, duration, Some(error.clone()));
+        let (base, max) = (self.config.retry_base_delay, self.config.retry_max_delay);
+        let retry = p.retry.get_or_insert_with(|| {
+            Box::new(Retry {
+                attempts: Vec::new(),
+                backoff: Backoff::new(base, max),
+                since: now,
+            })
+        });
+        retry.attempts.push(attempt);
+        retry.since = now;
+        let expires = p.arrival + self.config.record_ttl;
         match class {
             Class::Fatal => {
                 Counters::add(&self.counters.failed, 1);
@@ -297,14 +303,13 @@ impl Dispatcher {
                     },
                 );
             }
-            _ if now >= p.expires => self.expire(p),
+            _ if now >= expires => self.expire(p),
             _ => {
-                let (base, max) = (self.config.retry_base_delay, self.config.retry_max_delay);
-                let wait = p
-                    .backoff
-                    .get_or_insert_with(|| Box::new(Backoff::new(base, max)))
-                    .next_delay(&mut self.rng);
-                let at = (now + wait).min(p.expires);
+                let wait = match &mut p.retry {
+                    Some(retry) => retry.backoff.next_delay(&mut self.rng),
+                    None => Duration::ZERO,
+                };
+                let at = (now + wait).min(expires);
                 Counters::add(&self.counters.retries, 1);
                 self.retry_seq += 1;
                 self.retries.insert((at, self.retry_seq), p);
