@@ -34,7 +34,10 @@ pub(crate) struct Aggregator {
     max_size: usize,
     max_count: usize,
     linger: Duration,
-    open: HashMap<ShardKey, Open>,
+    /// Open aggregates by stream, then shard. Two levels so a record finds its aggregate by
+    /// borrowed names, without touching the reference count of its stream name (which the
+    /// caller's thread may be cloning at the same time).
+    open: HashMap<StreamId, HashMap<Arc<str>, Open>>,
     /// Open aggregates by deadline, so the earliest is found without a scan.
     by_deadline: BTreeMap<(Instant, u64), ShardKey>,
     next_id: u64,
@@ -69,19 +72,22 @@ impl Aggregator {
             out.push(single(p, None, send_by));
             return;
         };
-        let key: ShardKey = (p.record.stream.clone(), shard);
         let (pk, ehk, len) = (
             &p.record.partition_key,
             p.record.explicit_hash_key.as_deref(),
             p.record.data.len(),
         );
-
         if AggregateBuilder::framed_len_of_one(pk, ehk, len) > self.max_size {
             // Too large for any aggregate: alone and raw; the open aggregate keeps waiting.
-            out.push(single(p, Some(key.1), send_by));
+            out.push(single(p, Some(shard), send_by));
             return;
         }
-        if let Some(open) = self.open.get_mut(&key) {
+
+        let shards = match self.open.get_mut(&*p.record.stream) {
+            Some(shards) => shards,
+            None => self.open.entry(p.record.stream.clone()).or_default(),
+        };
+        if let Some(open) = shards.get_mut(&*shard) {
             let added = open.records.len() < self.max_count
                 && open
                     .builder
@@ -90,37 +96,49 @@ impl Aggregator {
             if added {
                 if send_by < open.send_by {
                     // A retried record is older than the aggregate's first: it sets the deadline.
-                    self.by_deadline.remove(&(open.send_by, open.id));
-                    self.by_deadline.insert((send_by, open.id), key.clone());
+                    let key = self
+                        .by_deadline
+                        .remove(&(open.send_by, open.id))
+                        .unwrap_or_else(|| (p.record.stream.clone(), shard.clone()));
+                    self.by_deadline.insert((send_by, open.id), key);
                     open.send_by = send_by;
                 }
                 open.records.push(p);
-                if open.records.len() >= self.max_count {
-                    self.close(&key, out);
+                if open.records.len() >= self.max_count
+                    && let Some(open) = shards.remove(&*shard)
+                {
+                    self.close(open, shard, out);
                 }
                 return;
             }
             // Full: send it, and start a new one with this record.
-            self.close(&key, out);
+            if let Some(open) = shards.remove(&*shard) {
+                self.close(open, shard.clone(), out);
+            }
         }
 
         let id = self.next_id;
         self.next_id += 1;
-        self.by_deadline.insert((send_by, id), key.clone());
+        self.by_deadline
+            .insert((send_by, id), (p.record.stream.clone(), shard.clone()));
         let (bytes, count) = self.typical;
         let mut builder = AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size));
         builder.add(pk, ehk, &p.record.data[..]);
+        let mut records = Vec::with_capacity(count + count / 8 + 1);
+        let first_hash_key = p.hash_key;
+        let stream = p.record.stream.clone();
+        records.push(p);
         let open = Open {
             builder,
-            records: Vec::with_capacity(count + count / 8 + 1),
-            first_hash_key: p.hash_key,
+            records,
+            first_hash_key,
             send_by,
             id,
         };
-        let open = self.open.entry(key.clone()).or_insert(open);
-        open.records.push(p);
-        if open.records.len() >= self.max_count {
-            self.close(&key, out);
+        if self.max_count <= 1 {
+            self.close(open, shard, out);
+        } else {
+            self.open.entry(stream).or_default().insert(shard, open);
         }
     }
 
@@ -130,16 +148,16 @@ impl Aggregator {
             if entry.key().0 > now {
                 break;
             }
-            let key = entry.get().clone();
-            self.close(&key, out);
+            let (stream, shard) = entry.get().clone();
+            self.close_key(&stream, shard, out);
         }
     }
 
     /// Closes every aggregate (flush, shutdown).
     pub(crate) fn close_all(&mut self, out: &mut Vec<KinesisRecord>) {
-        let keys: Vec<ShardKey> = self.open.keys().cloned().collect();
-        for key in keys {
-            self.close(&key, out);
+        let keys: Vec<ShardKey> = self.by_deadline.values().cloned().collect();
+        for (stream, shard) in keys {
+            self.close_key(&stream, shard, out);
         }
     }
 
@@ -149,25 +167,43 @@ impl Aggregator {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.open.is_empty()
+        self.by_deadline.is_empty()
     }
 
-    fn close(&mut self, key: &ShardKey, out: &mut Vec<KinesisRecord>) {
-        let Some(open) = self.open.remove(key) else {
-            return;
-        };
-        self.by_deadline.remove(&(open.send_by, open.id));
+    fn close_key(&mut self, stream: &str, shard: Arc<str>, out: &mut Vec<KinesisRecord>) {
+        let open = self
+            .open
+            .get_mut(stream)
+            .and_then(|shards| shards.remove(&*shard));
+        match open {
+            Some(open) => self.close(open, shard, out),
+            None => {
+                // Not open (cannot happen): forget any deadline left for it.
+                self.by_deadline
+                    .retain(|_, (s, k)| !(&**s == stream && *k == shard));
+            }
+        }
+    }
+
+    /// Sends a removed aggregate on its way.
+    fn close(&mut self, open: Open, shard: Arc<str>, out: &mut Vec<KinesisRecord>) {
+        let key = self.by_deadline.remove(&(open.send_by, open.id));
         let mut records = open.records;
         if records.len() == 1 {
             let p = records.pop().expect("one record");
-            out.push(single(p, Some(key.1.clone()), open.send_by));
+            out.push(single(p, Some(shard), open.send_by));
             return;
         }
         let data = open.builder.finish();
         self.typical = (data.len(), records.len());
+        let stream = match (key, records.first()) {
+            (Some((stream, _)), _) => stream,
+            (None, Some(p)) => p.record.stream.clone(),
+            (None, None) => return,
+        };
         out.push(KinesisRecord {
-            stream: key.0.clone(),
-            predicted_shard: Some(key.1.clone()),
+            stream,
+            predicted_shard: Some(shard),
             partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
             explicit_hash_key: Some(open.first_hash_key.to_string()),
             size: data.len() + AGGREGATE_PARTITION_KEY.len(),

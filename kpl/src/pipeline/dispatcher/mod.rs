@@ -212,9 +212,11 @@ impl Dispatcher {
             match command {
                 Command::Put(mut p) => {
                     p.epoch = self.epochs.accept();
-                    let same = run
-                        .as_ref()
-                        .is_some_and(|(entry, _, _)| entry.id == p.record.stream);
+                    let same = run.as_ref().is_some_and(|(entry, _, _)| {
+                        // Pointer first: the names' bytes share a cache line with a
+                        // reference count the caller's thread may be changing.
+                        Arc::ptr_eq(&entry.id, &p.record.stream) || entry.id == p.record.stream
+                    });
                     if !same {
                         self.end_run(run.take());
                         run = self.entry(&p.record.stream).map(|entry| {
