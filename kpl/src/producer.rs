@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use aws_config::SdkConfig;
 use bytes::Bytes;
 use kinesis_format::{HashKey, validate_partition_key};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -18,6 +18,7 @@ use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitError
 use crate::kinesis::{KinesisApi, SdkKinesis};
 use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
+use crate::pipeline::inbox::Inbox;
 use crate::pipeline::pending::{Pending, PutResult};
 use crate::pipeline::streams::Streams;
 use crate::record::{PutOutcome, UserRecord};
@@ -37,13 +38,20 @@ struct Inner {
     config: Arc<ProducerConfig>,
     /// Bounded, so a producer faster than the pipeline waits here instead of letting records
     /// age in a queue (their linger deadlines would pass before they are aggregated).
-    commands: mpsc::Sender<Command>,
+    commands: Arc<Inbox<Command>>,
     capacity: Arc<Capacity>,
     streams: Arc<Streams>,
     api: Arc<dyn KinesisApi>,
     counters: Arc<Counters>,
     closed: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: the dispatcher drains what was accepted, then stops.
+        self.commands.close();
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -79,7 +87,7 @@ impl Producer {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| ConfigError("a Producer must be created inside a Tokio runtime".into()))?;
         let config = Arc::new(config);
-        let (commands, receiver) = mpsc::channel(COMMAND_BATCH);
+        let commands = Arc::new(Inbox::new(COMMAND_BATCH));
         let streams = Arc::new(Streams::default());
         let counters = Arc::new(Counters::default());
         let capacity = Arc::new(Capacity::new(
@@ -92,7 +100,7 @@ impl Producer {
             streams.clone(),
             counters.clone(),
             capacity.clone(),
-            receiver,
+            commands.clone(),
         );
         let task = runtime.spawn(dispatcher.run());
         Ok(Producer {
@@ -188,7 +196,7 @@ impl Producer {
                 Counters::add(&self.inner.counters.user_records_received.0, 1);
                 Ok(PutFuture { receiver })
             }
-            Err(mpsc::error::SendError(command)) => match command {
+            Err(command) => match command {
                 Command::Put(p) => {
                     let record = p.into_record();
                     self.inner.capacity.release(1, bytes_of(&record) as usize);

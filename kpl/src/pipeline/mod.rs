@@ -1,7 +1,7 @@
 //! The producer pipeline. Data flows one way:
 //!
 //! ```text
-//!  Producer::put ──validate, take capacity──▶ [bounded channel] ──▶ dispatcher task
+//!  Producer::put ──validate, take capacity──▶ [bounded inbox] ──▶ dispatcher task
 //!                                                     │
 //!   shard_map.predict(hash key) ◀─────────────────────┤ (map per stream, refreshed by tasks)
 //!                                                     ▼
@@ -23,6 +23,7 @@ pub(crate) mod capacity;
 pub(crate) mod collector;
 pub(crate) mod dispatcher;
 pub(crate) mod epochs;
+pub(crate) mod inbox;
 pub(crate) mod limiter;
 pub(crate) mod pending;
 pub(crate) mod retry;

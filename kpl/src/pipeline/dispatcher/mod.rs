@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -18,6 +18,7 @@ use super::aggregator::Aggregator;
 use super::capacity::{Capacity, bytes_of};
 use super::collector::Collector;
 use super::epochs::Epochs;
+use super::inbox::Inbox;
 use super::limiter::ShardLimiter;
 use super::pending::{KinesisRecord, Pending, Retry, StreamId};
 use super::retry::{Backoff, Class, classify_call, classify_code};
@@ -45,8 +46,8 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Most commands taken per loop turn before the pipeline is driven (also the channel's capacity:
-/// a sender blocked on a full channel is woken once per batch).
+/// The inbox's capacity: at most this many commands are taken per loop turn before the pipeline
+/// is driven, and senders blocked on a full inbox are woken once per batch.
 pub(crate) const COMMAND_BATCH: usize = 4096;
 /// How often scheduled map refreshes and published shard rates are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -93,7 +94,7 @@ pub(crate) struct Dispatcher {
     counters: Arc<Counters>,
     capacity: Arc<Capacity>,
     epochs: Epochs,
-    commands: mpsc::Receiver<Command>,
+    commands: Arc<Inbox<Command>>,
     /// The streams seen so far (a local copy of `streams`' entries).
     entries: HashMap<StreamId, Arc<StreamEntry>>,
     aggregator: Aggregator,
@@ -119,7 +120,7 @@ impl Dispatcher {
         streams: Arc<Streams>,
         counters: Arc<Counters>,
         capacity: Arc<Capacity>,
-        commands: mpsc::Receiver<Command>,
+        commands: Arc<Inbox<Command>>,
     ) -> Self {
         Dispatcher {
             aggregator: Aggregator::new(
@@ -169,8 +170,8 @@ impl Dispatcher {
                         self.on_refreshed(refreshed);
                     }
                 }
-                received = self.commands.recv_many(&mut inbox, COMMAND_BATCH), if !self.shutting_down => {
-                    if received == 0 {
+                open = self.commands.recv_all(&mut inbox), if !self.shutting_down => {
+                    if !open {
                         // Every handle is gone: drain what was accepted, then stop.
                         self.shutting_down = true;
                     }
@@ -187,7 +188,7 @@ impl Dispatcher {
         }
         // Anything that raced in after shutdown began gets its record back.
         self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        for command in self.commands.take_all() {
             if let Command::Put(p) = command {
                 self.give_up(p, PutErrorKind::Stopped);
             }
