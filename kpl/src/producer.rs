@@ -170,7 +170,7 @@ impl Producer {
         }
         self.inner
             .streams
-            .get_or_load(&record.stream, &*self.inner.api)
+            .ensure_loaded(&record.stream, &*self.inner.api)
             .await?;
         Ok(hash_key)
     }

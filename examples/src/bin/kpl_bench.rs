@@ -2,8 +2,12 @@
 //! PutRecords calls, CPU-seconds per million user records and peak RSS of this process.
 //!
 //! ```text
-//! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--endpoint URL | --fast]
+//! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--single-thread]
+//!           [--endpoint URL | --fast]
 //! ```
+//!
+//! `--single-thread` runs everything (the feeding loop, the producer, the SDK) on one thread: the
+//! CPU per record without cross-core traffic, and much less noise between runs.
 //!
 //! `--endpoint URL` measures against a real endpoint (kinesis-mock from scripts/local-aws.sh);
 //! `--fast` starts this same binary as a child process serving a minimal in-memory Kinesis
@@ -46,6 +50,7 @@ struct Args {
     aggregation: bool,
     endpoint: Option<String>,
     fast: bool,
+    single_thread: bool,
     serve: Option<u32>,
 }
 
@@ -57,6 +62,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
         aggregation: true,
         endpoint: None,
         fast: false,
+        single_thread: false,
         serve: None,
     };
     let mut it = std::env::args().skip(1);
@@ -69,6 +75,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--no-aggregation" => a.aggregation = false,
             "--endpoint" => a.endpoint = Some(value()?),
             "--fast" => a.fast = true,
+            "--single-thread" => a.single_thread = true,
             "--serve-fast" => a.serve = Some(value()?.parse()?),
             other => return Err(format!("unknown flag {other}").into()),
         }
@@ -76,9 +83,21 @@ fn args() -> Result<Args, Box<dyn Error>> {
     Ok(a)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
     let args = args()?;
+    let runtime = if args.single_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.serve {
         return serve_fast(shards).await;
     }
@@ -180,11 +199,16 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
 
     let n = args.records as f64;
     println!(
-        "records={} size={}B aggregation={} shards={} allocator={ALLOCATOR_NAME} endpoint={}",
+        "records={} size={}B aggregation={} shards={} allocator={ALLOCATOR_NAME} runtime={} endpoint={}",
         args.records,
         args.size,
         args.aggregation,
         args.shards,
+        if args.single_thread {
+            "single-thread"
+        } else {
+            "multi-thread"
+        },
         if args.fast {
             "fast in-process"
         } else {

@@ -146,7 +146,13 @@ impl AggregateBuilder {
     }
 
     /// The framed bytes: magic, protobuf body (key tables, then records), MD5 of the body.
-    pub fn finish(self) -> Bytes {
+    pub fn finish(mut self) -> Bytes {
+        self.finish_and_reset()
+    }
+
+    /// Like [`finish`](Self::finish), but leaves the builder empty and ready for the next
+    /// aggregate, keeping its buffers' capacity (so a reused builder allocates nothing).
+    pub fn finish_and_reset(&mut self) -> Bytes {
         let framed_len = self.framed_len();
         let mut out = BytesMut::with_capacity(framed_len);
         out.put_slice(&MAGIC);
@@ -156,7 +162,17 @@ impl AggregateBuilder {
         let digest: [u8; DIGEST_LEN] = Md5::digest(&out[MAGIC.len()..]).into();
         out.put_slice(&digest);
         debug_assert_eq!(out.len(), framed_len, "size accounting drifted");
+        self.clear();
         out.freeze()
+    }
+
+    /// Empties the builder, keeping its buffers' capacity.
+    pub fn clear(&mut self) {
+        self.partition_keys.clear();
+        self.explicit_hash_keys.clear();
+        self.records.clear();
+        self.count = 0;
+        self.data_len = 0;
     }
 
     fn lookup<'k>(
@@ -237,6 +253,12 @@ struct KeyTable {
 impl KeyTable {
     fn len(&self) -> u64 {
         self.spans.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.encoded.clear();
+        self.spans.clear();
+        self.index.clear();
     }
 
     fn key(&self, i: u32) -> &[u8] {
@@ -330,6 +352,28 @@ mod tests {
             indices,
             [(0, None), (1, Some(0)), (0, Some(0)), (2, Some(1))]
         );
+    }
+
+    #[test]
+    fn a_reset_builder_writes_what_a_fresh_one_writes() {
+        let fill = |b: &mut AggregateBuilder, keys: &[&str]| {
+            for (i, k) in keys.iter().enumerate() {
+                b.add(k, (i % 2 == 0).then_some("42"), vec![i as u8; i * 3]);
+            }
+        };
+        let mut reused = AggregateBuilder::new();
+        fill(&mut reused, &["a", "b", "a", "c"]);
+        let first = reused.finish_and_reset();
+        assert!(reused.is_empty());
+        assert_eq!(reused.framed_len(), FRAMING_LEN);
+        // Keys of the previous aggregate must not leak into the next one's tables.
+        fill(&mut reused, &["c", "d"]);
+        let mut fresh = AggregateBuilder::new();
+        fill(&mut fresh, &["c", "d"]);
+        assert_eq!(reused.finish_and_reset(), fresh.finish());
+        let mut again = AggregateBuilder::new();
+        fill(&mut again, &["a", "b", "a", "c"]);
+        assert_eq!(first, again.finish());
     }
 
     #[test]

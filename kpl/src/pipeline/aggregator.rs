@@ -9,6 +9,7 @@ use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kinesis_format::{AggregateBuilder, HashKey};
 use tokio::time::Instant;
 
@@ -44,7 +45,12 @@ pub(crate) struct Aggregator {
     /// Bytes and records of the last aggregate closed: a new one reserves about that much, so
     /// it rarely grows (and copies) on the way.
     typical: (usize, usize),
+    /// Emptied builders, kept for new aggregates: their buffers are already the right size.
+    spare: Vec<AggregateBuilder>,
 }
+
+/// At most this many emptied builders are kept.
+const SPARE_BUILDERS: usize = 16;
 
 impl Aggregator {
     pub(crate) fn new(enabled: bool, max_size: usize, max_count: usize, linger: Duration) -> Self {
@@ -57,6 +63,7 @@ impl Aggregator {
             by_deadline: BTreeMap::new(),
             next_id: 0,
             typical: (0, 0),
+            spare: Vec::new(),
         }
     }
 
@@ -122,7 +129,9 @@ impl Aggregator {
         self.by_deadline
             .insert((send_by, id), (p.record.stream.clone(), shard.clone()));
         let (bytes, count) = self.typical;
-        let mut builder = AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size));
+        let mut builder = self.spare.pop().unwrap_or_else(|| {
+            AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size))
+        });
         builder.add(pk, ehk, &p.record.data[..]);
         let mut records = Vec::with_capacity(count + count / 8 + 1);
         let first_hash_key = p.hash_key;
@@ -189,12 +198,21 @@ impl Aggregator {
     fn close(&mut self, open: Open, shard: Arc<str>, out: &mut Vec<KinesisRecord>) {
         let key = self.by_deadline.remove(&(open.send_by, open.id));
         let mut records = open.records;
-        if records.len() == 1 {
-            let p = records.pop().expect("one record");
+        let mut builder = open.builder;
+        let single_record = records.len() == 1;
+        let data = if single_record {
+            builder.clear();
+            Bytes::new()
+        } else {
+            builder.finish_and_reset()
+        };
+        if self.spare.len() < SPARE_BUILDERS {
+            self.spare.push(builder);
+        }
+        if single_record && let Some(p) = records.pop() {
             out.push(single(p, Some(shard), open.send_by));
             return;
         }
-        let data = open.builder.finish();
         self.typical = (data.len(), records.len());
         let stream = match (key, records.first()) {
             (Some((stream, _)), _) => stream,

@@ -36,8 +36,15 @@ impl Capacity {
 
     /// Waits until the record fits, then holds its capacity until [`release`](Self::release).
     pub(crate) async fn acquire(&self, record: &UserRecord) -> Result<(), AcquireError> {
-        let records = self.records.acquire().await?;
-        let bytes = self.bytes.acquire_many(bytes_of(record)).await?;
+        // Without waiting first: the usual case, and cheaper than building the futures.
+        let records = match self.records.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => self.records.acquire().await?,
+        };
+        let bytes = match self.bytes.try_acquire_many(bytes_of(record)) {
+            Ok(permit) => permit,
+            Err(_) => self.bytes.acquire_many(bytes_of(record)).await?,
+        };
         records.forget();
         bytes.forget();
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -48,18 +48,29 @@ impl StreamEntry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
-    entries: Mutex<HashMap<StreamId, Arc<StreamEntry>>>,
+    entries: RwLock<HashMap<StreamId, Arc<StreamEntry>>>,
 }
 
 impl Streams {
-    /// The stream's entry, listing its shards first if this is its first use.
-    pub(crate) async fn get_or_load(
+    /// Makes sure the stream's shard map is loaded, listing its shards if this is its first use.
+    /// Once loaded this is a shared read of the table: no lock is contended and nothing is
+    /// cloned.
+    pub(crate) async fn ensure_loaded(
         &self,
         stream: &StreamId,
         api: &dyn KinesisApi,
-    ) -> Result<Arc<StreamEntry>, SubmitErrorKind> {
+    ) -> Result<(), SubmitErrorKind> {
+        {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if entries
+                .get(&**stream)
+                .is_some_and(|entry| entry.loaded.initialized())
+            {
+                return Ok(());
+            }
+        }
         let entry = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
             entries
                 .entry(stream.clone())
                 .or_insert_with(|| Arc::new(StreamEntry::new(stream.clone())))
@@ -73,18 +84,18 @@ impl Streams {
                 Ok::<(), SubmitErrorKind>(())
             })
             .await?;
-        Ok(entry)
+        Ok(())
     }
 
     /// The entry of a stream `get_or_load` has seen.
     pub(crate) fn get(&self, stream: &str) -> Option<Arc<StreamEntry>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(stream).cloned()
     }
 
     /// Every stream in use, for scheduled refreshes.
     pub(crate) fn all(&self) -> Vec<Arc<StreamEntry>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .values()
             .filter(|e| e.loaded.initialized())
