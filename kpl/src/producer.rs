@@ -20,6 +20,7 @@ use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
 use crate::pipeline::inbox::Inbox;
 use crate::pipeline::pending::{Pending, PutResult};
+use crate::pipeline::slots::{self, Slots};
 use crate::pipeline::streams::Streams;
 use crate::record::{PutOutcome, UserRecord};
 use crate::stats::{Counters, ProducerStats};
@@ -40,6 +41,8 @@ struct Inner {
     /// age in a queue (their linger deadlines would pass before they are aggregated).
     commands: Arc<Inbox<Command>>,
     capacity: Arc<Capacity>,
+    /// Where results are delivered to `PutFuture`s.
+    slots: Slots<PutResult>,
     streams: Arc<Streams>,
     api: Arc<dyn KinesisApi>,
     counters: Arc<Counters>,
@@ -108,6 +111,7 @@ impl Producer {
                 config,
                 commands,
                 capacity,
+                slots: Slots::default(),
                 streams,
                 api,
                 counters,
@@ -181,7 +185,7 @@ impl Producer {
         record: UserRecord,
         hash_key: HashKey,
     ) -> Result<PutFuture, SubmitError> {
-        let (reply, receiver) = oneshot::channel();
+        let (reply, receiver) = self.inner.slots.pair();
         let now = Instant::now();
         let pending = Pending {
             record,
@@ -264,7 +268,7 @@ fn refuse(kind: SubmitErrorKind, record: UserRecord) -> SubmitError {
 #[derive(Debug)]
 #[must_use = "the result says whether the record was stored"]
 pub struct PutFuture {
-    receiver: oneshot::Receiver<PutResult>,
+    receiver: slots::Receiver<PutResult>,
 }
 
 impl Future for PutFuture {
@@ -274,9 +278,9 @@ impl Future for PutFuture {
         Pin::new(&mut self.receiver).poll(cx).map(|r| {
             // A pending record always sends before it is dropped; this is only a backstop.
             match r {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(error)) => Err(*error),
-                Err(_) => Err(PutError {
+                Some(Ok(outcome)) => Ok(outcome),
+                Some(Err(error)) => Err(*error),
+                None => Err(PutError {
                     kind: PutErrorKind::Stopped,
                     record: Box::new(UserRecord::new("", "", Bytes::new())),
                     attempts: Vec::new(),

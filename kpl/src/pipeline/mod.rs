@@ -28,4 +28,5 @@ pub(crate) mod limiter;
 pub(crate) mod pending;
 pub(crate) mod retry;
 pub(crate) mod shard_map;
+pub(crate) mod slots;
 pub(crate) mod streams;

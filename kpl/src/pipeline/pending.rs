@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::slots::Sender;
 use bytes::Bytes;
 use kinesis_format::HashKey;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{PutError, PutErrorKind};
@@ -29,7 +29,7 @@ pub(crate) struct Pending {
     /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
     pub(crate) retry: Option<Box<Retry>>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
-    pub(crate) reply: Option<oneshot::Sender<PutResult>>,
+    pub(crate) reply: Option<Sender<PutResult>>,
     /// Its `flush_and_wait` epoch, set when the dispatcher receives it.
     pub(crate) epoch: u64,
 }
@@ -90,8 +90,8 @@ impl Pending {
 
     fn resolve(&mut self, result: PutResult) {
         if let Some(reply) = self.reply.take() {
-            // The caller may have dropped its future: nobody to tell then.
-            let _ = reply.send(result);
+            // If the caller dropped its future, the result is dropped.
+            reply.send(result);
         }
     }
 
@@ -162,7 +162,7 @@ pub(crate) mod tests {
     /// A pending user record for unit tests (its result receiver is dropped).
     pub(crate) fn pending(partition_key: &str, data_len: usize, arrival: Instant) -> Pending {
         let record = UserRecord::new("stream", partition_key, vec![7u8; data_len]);
-        let (reply, _) = oneshot::channel();
+        let (reply, _) = crate::pipeline::slots::Slots::default().pair();
         Pending {
             hash_key: HashKey::from_partition_key(partition_key),
             record,
