@@ -48,6 +48,8 @@ struct Inner {
     counters: Arc<Counters>,
     closed: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// When the producer started (a placeholder arrival time until the dispatcher's stamp).
+    started: Instant,
 }
 
 impl Drop for Inner {
@@ -116,6 +118,7 @@ impl Producer {
                 api,
                 counters,
                 closed: AtomicBool::new(false),
+                started: Instant::now(),
                 task: Mutex::new(Some(task)),
             }),
         })
@@ -186,11 +189,11 @@ impl Producer {
         hash_key: HashKey,
     ) -> Result<PutFuture, SubmitError> {
         let (reply, receiver) = self.inner.slots.pair();
-        let now = Instant::now();
         let pending = Pending {
             record,
             hash_key,
-            arrival: now,
+            // The dispatcher stamps the real arrival, one clock read per batch it takes.
+            arrival: self.inner.started,
             retry: None,
             reply: Some(reply),
             epoch: 0,

@@ -47,6 +47,8 @@ pub(crate) struct Aggregator {
     typical: (usize, usize),
     /// Emptied builders, kept for new aggregates: their buffers are already the right size.
     spare: Vec<AggregateBuilder>,
+    /// Emptied record lists of resolved aggregates, likewise.
+    spare_records: Vec<Vec<Pending>>,
 }
 
 /// At most this many emptied builders are kept.
@@ -64,6 +66,7 @@ impl Aggregator {
             next_id: 0,
             typical: (0, 0),
             spare: Vec::new(),
+            spare_records: Vec::new(),
         }
     }
 
@@ -133,7 +136,10 @@ impl Aggregator {
             AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size))
         });
         builder.add(pk, ehk, &p.record.data[..]);
-        let mut records = Vec::with_capacity(count + count / 8 + 1);
+        let mut records = self
+            .spare_records
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(count + count / 8 + 1));
         let first_hash_key = p.hash_key;
         let stream = p.record.stream.clone();
         records.push(p);
@@ -148,6 +154,14 @@ impl Aggregator {
             self.close(open, shard, out);
         } else {
             self.open.entry(stream).or_default().insert(shard, open);
+        }
+    }
+
+    /// Takes back the emptied record list of a resolved aggregate, for reuse.
+    pub(crate) fn recycle(&mut self, records: Vec<Pending>) {
+        if records.is_empty() && records.capacity() > 1 && self.spare_records.len() < SPARE_BUILDERS
+        {
+            self.spare_records.push(records);
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) type PutResult = Result<PutOutcome, Box<PutError>>;
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
     pub(crate) hash_key: HashKey,
-    /// When `put` accepted it (it expires at `arrival + record_ttl`).
+    /// When the dispatcher received it (it expires at `arrival + record_ttl`).
     pub(crate) arrival: Instant,
     /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
     pub(crate) retry: Option<Box<Retry>>,

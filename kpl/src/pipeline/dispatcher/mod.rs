@@ -209,10 +209,13 @@ impl Dispatcher {
     /// of its shard map.
     fn on_commands(&mut self, inbox: &mut Vec<Command>) {
         let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
+        // One clock read for the batch: they all arrived by now.
+        let now = Instant::now();
         for command in inbox.drain(..) {
             match command {
                 Command::Put(mut p) => {
                     p.epoch = self.epochs.accept();
+                    p.arrival = now;
                     let same = run.as_ref().is_some_and(|(entry, _, _)| {
                         // Pointer first: the names' bytes share a cache line with a
                         // reference count the caller's thread may be changing.

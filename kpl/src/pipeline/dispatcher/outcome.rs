@@ -122,7 +122,8 @@ impl Dispatcher {
         // Capacity first and counters next: whoever awaits a result may check them at once.
         self.capacity.release(count, bytes);
         Counters::add(&self.counters.user_records_put, count as u64);
-        for (sub, p) in record.user_records.into_iter().enumerate() {
+        let mut user_records = record.user_records;
+        for (sub, p) in user_records.drain(..).enumerate() {
             let delay = started.saturating_duration_since(p.waiting_since());
             if owned(&p) {
                 let epoch = p.epoch;
@@ -140,6 +141,8 @@ impl Dispatcher {
                 self.failed(p, Class::Transient, &error, started, duration, now);
             }
         }
+        // The buffer goes back to the aggregator for a new aggregate.
+        self.aggregator.recycle(user_records);
     }
 
     /// An aggregate landed on an unexpected shard: refresh the map, then sort its records out.
