@@ -14,16 +14,17 @@ use kinesis_format::{AggregateBuilder, HashKey};
 use tokio::time::Instant;
 
 use super::pending::{KinesisRecord, Pending, StreamId};
+use super::shard_map::Shard;
 
 /// The partition key of every aggregated Kinesis record: routing is by explicit hash key.
 const AGGREGATE_PARTITION_KEY: &str = "a";
-
-type ShardKey = (StreamId, Arc<str>);
 
 #[derive(Debug)]
 struct Open {
     builder: AggregateBuilder,
     records: Vec<Pending>,
+    stream: StreamId,
+    shard: Arc<str>,
     first_hash_key: HashKey,
     send_by: Instant,
     id: u64,
@@ -35,12 +36,11 @@ pub(crate) struct Aggregator {
     max_size: usize,
     max_count: usize,
     linger: Duration,
-    /// Open aggregates by stream, then shard. Two levels so a record finds its aggregate by
-    /// borrowed names, without touching the reference count of its stream name (which the
-    /// caller's thread may be cloning at the same time).
-    open: HashMap<StreamId, HashMap<Arc<str>, Open>>,
-    /// Open aggregates by deadline, so the earliest is found without a scan.
-    by_deadline: BTreeMap<(Instant, u64), ShardKey>,
+    /// Open aggregates by shard slot (see [`Shard::slot`]): one integer look-up per record, and
+    /// no reference count touched (the stream name's may be changing on the caller's thread).
+    open: HashMap<u64, Open>,
+    /// Open aggregates by deadline (to their slots), so the earliest is found without a scan.
+    by_deadline: BTreeMap<(Instant, u64), u64>,
     next_id: u64,
     /// Bytes and records of the last aggregate closed: a new one reserves about that much, so
     /// it rarely grows (and copies) on the way.
@@ -51,7 +51,7 @@ pub(crate) struct Aggregator {
     spare_records: Vec<Vec<Pending>>,
 }
 
-/// At most this many emptied builders are kept.
+/// At most this many emptied builders (and record lists) are kept.
 const SPARE_BUILDERS: usize = 16;
 
 impl Aggregator {
@@ -71,12 +71,7 @@ impl Aggregator {
     }
 
     /// Adds a user record bound for `shard`; records that must go now are pushed to `out`.
-    pub(crate) fn add(
-        &mut self,
-        p: Pending,
-        shard: Option<Arc<str>>,
-        out: &mut Vec<KinesisRecord>,
-    ) {
+    pub(crate) fn add(&mut self, p: Pending, shard: Option<&Shard>, out: &mut Vec<KinesisRecord>) {
         let send_by = p.arrival + self.linger;
         let Some(shard) = shard.filter(|_| self.enabled) else {
             out.push(single(p, None, send_by));
@@ -89,15 +84,11 @@ impl Aggregator {
         );
         if AggregateBuilder::framed_len_of_one(pk, ehk, len) > self.max_size {
             // Too large for any aggregate: alone and raw; the open aggregate keeps waiting.
-            out.push(single(p, Some(shard), send_by));
+            out.push(single(p, Some(shard.id.clone()), send_by));
             return;
         }
 
-        let shards = match self.open.get_mut(&*p.record.stream) {
-            Some(shards) => shards,
-            None => self.open.entry(p.record.stream.clone()).or_default(),
-        };
-        if let Some(open) = shards.get_mut(&*shard) {
+        if let Some(open) = self.open.get_mut(&shard.slot) {
             let added = open.records.len() < self.max_count
                 && open
                     .builder
@@ -106,31 +97,23 @@ impl Aggregator {
             if added {
                 if send_by < open.send_by {
                     // A retried record is older than the aggregate's first: it sets the deadline.
-                    let key = self
-                        .by_deadline
-                        .remove(&(open.send_by, open.id))
-                        .unwrap_or_else(|| (p.record.stream.clone(), shard.clone()));
-                    self.by_deadline.insert((send_by, open.id), key);
+                    self.by_deadline.remove(&(open.send_by, open.id));
+                    self.by_deadline.insert((send_by, open.id), shard.slot);
                     open.send_by = send_by;
                 }
                 open.records.push(p);
-                if open.records.len() >= self.max_count
-                    && let Some(open) = shards.remove(&*shard)
-                {
-                    self.close(open, shard, out);
+                if open.records.len() >= self.max_count {
+                    self.close(shard.slot, out);
                 }
                 return;
             }
             // Full: send it, and start a new one with this record.
-            if let Some(open) = shards.remove(&*shard) {
-                self.close(open, shard.clone(), out);
-            }
+            self.close(shard.slot, out);
         }
 
         let id = self.next_id;
         self.next_id += 1;
-        self.by_deadline
-            .insert((send_by, id), (p.record.stream.clone(), shard.clone()));
+        self.by_deadline.insert((send_by, id), shard.slot);
         let (bytes, count) = self.typical;
         let mut builder = self.spare.pop().unwrap_or_else(|| {
             AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size))
@@ -140,20 +123,21 @@ impl Aggregator {
             .spare_records
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(count + count / 8 + 1));
-        let first_hash_key = p.hash_key;
-        let stream = p.record.stream.clone();
-        records.push(p);
         let open = Open {
             builder,
-            records,
-            first_hash_key,
+            stream: p.record.stream.clone(),
+            shard: shard.id.clone(),
+            first_hash_key: p.hash_key,
             send_by,
             id,
+            records: {
+                records.push(p);
+                records
+            },
         };
+        self.open.insert(shard.slot, open);
         if self.max_count <= 1 {
-            self.close(open, shard, out);
-        } else {
-            self.open.entry(stream).or_default().insert(shard, open);
+            self.close(shard.slot, out);
         }
     }
 
@@ -171,16 +155,16 @@ impl Aggregator {
             if entry.key().0 > now {
                 break;
             }
-            let (stream, shard) = entry.get().clone();
-            self.close_key(&stream, shard, out);
+            let slot = entry.remove();
+            self.close(slot, out);
         }
     }
 
     /// Closes every aggregate (flush, shutdown).
     pub(crate) fn close_all(&mut self, out: &mut Vec<KinesisRecord>) {
-        let keys: Vec<ShardKey> = self.by_deadline.values().cloned().collect();
-        for (stream, shard) in keys {
-            self.close_key(&stream, shard, out);
+        let slots: Vec<u64> = self.open.keys().copied().collect();
+        for slot in slots {
+            self.close(slot, out);
         }
     }
 
@@ -190,27 +174,15 @@ impl Aggregator {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_deadline.is_empty()
+        self.open.is_empty()
     }
 
-    fn close_key(&mut self, stream: &str, shard: Arc<str>, out: &mut Vec<KinesisRecord>) {
-        let open = self
-            .open
-            .get_mut(stream)
-            .and_then(|shards| shards.remove(&*shard));
-        match open {
-            Some(open) => self.close(open, shard, out),
-            None => {
-                // Not open (cannot happen): forget any deadline left for it.
-                self.by_deadline
-                    .retain(|_, (s, k)| !(&**s == stream && *k == shard));
-            }
-        }
-    }
-
-    /// Sends a removed aggregate on its way.
-    fn close(&mut self, open: Open, shard: Arc<str>, out: &mut Vec<KinesisRecord>) {
-        let key = self.by_deadline.remove(&(open.send_by, open.id));
+    /// Sends the slot's open aggregate (if any) on its way.
+    fn close(&mut self, slot: u64, out: &mut Vec<KinesisRecord>) {
+        let Some(open) = self.open.remove(&slot) else {
+            return;
+        };
+        self.by_deadline.remove(&(open.send_by, open.id));
         let mut records = open.records;
         let mut builder = open.builder;
         let single_record = records.len() == 1;
@@ -224,18 +196,13 @@ impl Aggregator {
             self.spare.push(builder);
         }
         if single_record && let Some(p) = records.pop() {
-            out.push(single(p, Some(shard), open.send_by));
+            out.push(single(p, Some(open.shard), open.send_by));
             return;
         }
         self.typical = (data.len(), records.len());
-        let stream = match (key, records.first()) {
-            (Some((stream, _)), _) => stream,
-            (None, Some(p)) => p.record.stream.clone(),
-            (None, None) => return,
-        };
         out.push(KinesisRecord {
-            stream,
-            predicted_shard: Some(shard),
+            stream: open.stream,
+            predicted_shard: Some(open.shard),
             partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
             explicit_hash_key: Some(open.first_hash_key.to_string()),
             size: data.len() + AGGREGATE_PARTITION_KEY.len(),
@@ -266,8 +233,12 @@ mod tests {
     use crate::pipeline::pending::tests::pending;
     use kinesis_format::{Deaggregated, deaggregate};
 
-    fn shard(s: &str) -> Option<Arc<str>> {
-        Some(Arc::from(s))
+    fn shard(s: &str) -> Option<&'static Shard> {
+        let slot = s.bytes().map(u64::from).sum();
+        Some(Box::leak(Box::new(Shard {
+            id: Arc::from(s),
+            slot,
+        })))
     }
 
     #[tokio::test(start_paused = true)]

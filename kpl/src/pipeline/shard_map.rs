@@ -3,16 +3,29 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kinesis_format::{HashKey, HashKeyRange};
 
 use crate::kinesis::ShardInfo;
 
+/// Numbers every shard of every stream the process sees, for cheap per-record look-ups.
+static NEXT_SLOT: AtomicU64 = AtomicU64::new(0);
+
+/// An open shard as the pipeline uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) id: Arc<str>,
+    /// A number unique to this stream's shard in this process, kept across map refreshes: the
+    /// aggregator's key for the shard's open aggregate.
+    pub(crate) slot: u64,
+}
+
 /// A stream's shard map at one point in time.
 #[derive(Debug, Default)]
 pub(crate) struct ShardMap {
     /// Open shards, sorted by starting hash key.
-    open: Vec<(HashKeyRange, Arc<str>)>,
+    open: Vec<(HashKeyRange, Shard)>,
     /// Every shard seen in any listing, open or closed.
     known: HashMap<Arc<str>, HashKeyRange>,
 }
@@ -21,12 +34,21 @@ impl ShardMap {
     /// A map of the given open shards, remembering the ranges of `previous`'s shards too.
     pub(crate) fn new(open_shards: Vec<ShardInfo>, previous: Option<&ShardMap>) -> ShardMap {
         let mut known = previous.map(|p| p.known.clone()).unwrap_or_default();
-        let mut open: Vec<(HashKeyRange, Arc<str>)> = open_shards
+        let slot_of = |id: &str| {
+            previous
+                .and_then(|p| p.open.iter().find(|(_, s)| &*s.id == id))
+                .map_or_else(
+                    || NEXT_SLOT.fetch_add(1, Ordering::Relaxed),
+                    |(_, s)| s.slot,
+                )
+        };
+        let mut open: Vec<(HashKeyRange, Shard)> = open_shards
             .into_iter()
             .map(|s| {
                 let id: Arc<str> = Arc::from(s.shard_id);
                 known.insert(id.clone(), s.range);
-                (s.range, id)
+                let slot = slot_of(&id);
+                (s.range, Shard { id, slot })
             })
             .collect();
         open.sort_by_key(|(range, _)| range.start);
@@ -41,12 +63,12 @@ impl ShardMap {
     }
 
     /// The open shard owning `key`, if any (a map caught mid-reshard can have gaps).
-    pub(crate) fn predict(&self, key: HashKey) -> Option<&Arc<str>> {
+    pub(crate) fn predict(&self, key: HashKey) -> Option<&Shard> {
         let i = self.open.partition_point(|(range, _)| range.end < key);
         self.open
             .get(i)
             .filter(|(range, _)| range.contains(key))
-            .map(|(_, id)| id)
+            .map(|(_, shard)| shard)
     }
 
     /// The range of any shard ever seen.
@@ -83,7 +105,7 @@ mod tests {
             ],
             None,
         );
-        let owner = |k: u128| map.predict(HashKey(k)).map(|s| s.to_string());
+        let owner = |k: u128| map.predict(HashKey(k)).map(|s| s.id.to_string());
         assert_eq!(owner(0).as_deref(), Some("a"));
         assert_eq!(owner(99).as_deref(), Some("a"));
         assert_eq!(owner(100).as_deref(), Some("b"));
@@ -110,5 +132,13 @@ mod tests {
         assert_eq!(after.range_of("parent").map(|r| r.end), Some(HashKey::MAX));
         assert_eq!(after.range_of("left").map(|r| r.end), Some(HashKey(99)));
         assert_eq!(after.range_of("nope"), None);
+        let slot = |m: &ShardMap, k: u128| m.predict(HashKey(k)).map(|s| s.slot);
+        let again = ShardMap::new(
+            vec![shard("left", 0, 99), shard("right", 100, u128::MAX)],
+            Some(&after),
+        );
+        assert_eq!(slot(&again, 5), slot(&after, 5), "a shard keeps its slot");
+        assert_ne!(slot(&after, 5), slot(&after, 500));
+        assert_ne!(slot(&after, 5), slot(&before, 5), "a new shard gets a new slot");
     }
 }

@@ -280,7 +280,7 @@ impl Dispatcher {
 
     /// Predicts the record's shard and hands it to the aggregator.
     fn route(&mut self, p: Pending, entry: &Arc<StreamEntry>, map: &ShardMap) {
-        let shard = map.predict(p.hash_key).cloned();
+        let shard = map.predict(p.hash_key);
         if shard.is_none() {
             self.refresh(entry, false);
         }
