@@ -195,7 +195,7 @@ impl Producer {
             // The dispatcher stamps the real arrival, one clock read per batch it takes.
             arrival: self.inner.started,
             retry: None,
-            reply: Some(reply),
+            reply,
             epoch: 0,
         };
         match self.inner.commands.send(Command::Put(pending)).await {

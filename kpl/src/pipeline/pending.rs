@@ -29,7 +29,7 @@ pub(crate) struct Pending {
     /// Boxed: most records never need one, and a smaller `Pending` is cheaper to move.
     pub(crate) retry: Option<Box<Retry>>,
     /// Taken when the record resolves; a record dropped unresolved fails as `Stopped`.
-    pub(crate) reply: Option<Sender<PutResult>>,
+    pub(crate) reply: Sender<PutResult>,
     /// Its `flush_and_wait` epoch, set when the dispatcher receives it.
     pub(crate) epoch: u64,
 }
@@ -89,15 +89,13 @@ impl Pending {
     }
 
     fn resolve(&mut self, result: PutResult) {
-        if let Some(reply) = self.reply.take() {
-            // If the caller dropped its future, the result is dropped.
-            reply.send(result);
-        }
+        // If the caller dropped its future, the result is dropped.
+        self.reply.send(result);
     }
 
     /// Takes the record back out of a pending record that never entered the pipeline.
     pub(crate) fn into_record(mut self) -> UserRecord {
-        self.reply = None;
+        self.reply.close();
         self.record.clone()
     }
 
@@ -117,7 +115,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self.reply.is_some() {
+        if self.reply.is_open() {
             self.fail_in_place(PutErrorKind::Stopped);
         }
     }
@@ -159,6 +157,14 @@ impl KinesisRecord {
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn a_pending_record_stays_small() {
+        // Every record is moved through the inbox and into its aggregate: each cache line it
+        // grows by costs every record. Boxing rare state (retries, errors) keeps it here.
+        let size = std::mem::size_of::<Pending>();
+        assert!(size <= 160, "Pending grew to {size} bytes");
+    }
+
     /// A pending user record for unit tests (its result receiver is dropped).
     pub(crate) fn pending(partition_key: &str, data_len: usize, arrival: Instant) -> Pending {
         let record = UserRecord::new("stream", partition_key, vec![7u8; data_len]);
@@ -168,7 +174,7 @@ pub(crate) mod tests {
             record,
             arrival,
             retry: None,
-            reply: Some(reply),
+            reply,
             epoch: 0,
         }
     }

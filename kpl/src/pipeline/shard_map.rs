@@ -139,6 +139,10 @@ mod tests {
         );
         assert_eq!(slot(&again, 5), slot(&after, 5), "a shard keeps its slot");
         assert_ne!(slot(&after, 5), slot(&after, 500));
-        assert_ne!(slot(&after, 5), slot(&before, 5), "a new shard gets a new slot");
+        assert_ne!(
+            slot(&after, 5),
+            slot(&before, 5),
+            "a new shard gets a new slot"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 /// Slots per allocation.
-pub(crate) const CHUNK: usize = 64;
+pub(crate) const CHUNK: usize = 256;
 
 #[derive(Debug)]
 enum State<T> {
@@ -28,7 +28,10 @@ enum State<T> {
     Closed,
 }
 
+/// One cache line each: a slot is written by the dispatcher and read by the future's task, at
+/// different times, and neighbours belong to unrelated records.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Slot<T> {
     state: Mutex<State<T>>,
 }
@@ -40,7 +43,8 @@ impl<T> Slot<T> {
     }
 }
 
-type Chunk<T> = Arc<[Slot<T>]>;
+/// A sized array, so a handle is a thin pointer (a smaller pending record).
+type Chunk<T> = Arc<[Slot<T>; CHUNK]>;
 
 /// Hands out sender/receiver pairs, one chunk at a time.
 #[derive(Debug)]
@@ -57,11 +61,9 @@ impl<T> Default for Slots<T> {
 }
 
 fn new_chunk<T>() -> Chunk<T> {
-    (0..CHUNK)
-        .map(|_| Slot {
-            state: Mutex::new(State::Waiting(None)),
-        })
-        .collect()
+    Arc::new(std::array::from_fn(|_| Slot {
+        state: Mutex::new(State::Waiting(None)),
+    }))
 }
 
 impl<T> Slots<T> {
@@ -96,8 +98,14 @@ pub(crate) struct Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Delivers `value`; if the receiver is gone the value is dropped here.
-    pub(crate) fn send(mut self, value: T) {
+    /// Whether it can still send (it has not sent or closed).
+    pub(crate) fn is_open(&self) -> bool {
+        self.chunk.is_some()
+    }
+
+    /// Delivers `value`; if the receiver is gone (or this sender already sent or closed) the
+    /// value is dropped here.
+    pub(crate) fn send(&mut self, value: T) {
         let Some(chunk) = self.chunk.take() else {
             return;
         };
@@ -120,6 +128,13 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<T> Sender<T> {
+    /// Gives up without sending: the receiver resolves to `None`.
+    pub(crate) fn close(&mut self) {
         let Some(chunk) = self.chunk.take() else {
             return;
         };
@@ -190,11 +205,11 @@ mod tests {
     #[tokio::test]
     async fn a_sent_value_arrives_whether_sent_before_or_after_the_first_poll() {
         let slots = Slots::default();
-        let (tx, rx) = slots.pair();
+        let (mut tx, rx) = slots.pair();
         tx.send(1);
         assert_eq!(rx.await, Some(1));
 
-        let (tx, rx) = slots.pair();
+        let (mut tx, rx) = slots.pair();
         let waiter = tokio::spawn(rx);
         tokio::task::yield_now().await;
         tx.send(2);
@@ -225,7 +240,7 @@ mod tests {
         let slots = Slots::default();
         let mut receivers = Vec::new();
         for i in 0..(CHUNK * 2 + 3) {
-            let (tx, rx) = slots.pair();
+            let (mut tx, rx) = slots.pair();
             live.fetch_add(1, Ordering::SeqCst);
             if i % 2 == 0 {
                 drop(rx); // receiver gone first: the send drops the value
@@ -238,6 +253,15 @@ mod tests {
         assert_eq!(live.load(Ordering::SeqCst), receivers.len());
         drop(receivers);
         assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_result_slot_is_one_cache_line() {
+        let size = std::mem::size_of::<Slot<crate::pipeline::pending::PutResult>>();
+        assert_eq!(
+            size, 64,
+            "a slot spanning two lines costs two misses per result"
+        );
     }
 
     #[test]
@@ -261,7 +285,7 @@ mod tests {
         let slots = Arc::new(Slots::default());
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..10_000).map(|_| slots.pair()).unzip();
         let sending = tokio::spawn(async move {
-            for (i, tx) in senders.into_iter().enumerate() {
+            for (i, mut tx) in senders.into_iter().enumerate() {
                 tx.send(i);
                 if i % 100 == 0 {
                     tokio::task::yield_now().await;
