@@ -342,10 +342,12 @@ impl Dispatcher {
         self.enqueue(closed);
 
         // Limiters release what their buckets allow.
-        let busy: Vec<ShardKey> = self.busy_shards.iter().cloned().collect();
-        for key in busy {
-            let Some(q) = self.shards.get_mut(&key) else {
-                continue;
+        // Taken out and put back: no key is cloned (a clone would touch the stream name's
+        // reference count, which callers' threads change with every record).
+        let mut busy = std::mem::take(&mut self.busy_shards);
+        busy.retain(|key| {
+            let Some(q) = self.shards.get_mut(key) else {
+                return false;
             };
             while let Some(front) = q.queue.front() {
                 if !q.limiter.try_acquire(now, front.size()) {
@@ -355,10 +357,9 @@ impl Dispatcher {
                     self.collector.push(record);
                 }
             }
-            if q.queue.is_empty() {
-                self.busy_shards.remove(&key);
-            }
-        }
+            !q.queue.is_empty()
+        });
+        self.busy_shards = busy;
 
         // Calls, as many as may be in flight.
         while self.requests.len() < self.config.max_concurrent_requests {
