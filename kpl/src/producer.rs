@@ -292,3 +292,16 @@ impl Future for PutFuture {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_and_futures_can_move_between_tasks() {
+        fn send_sync_static<T: Send + Sync + 'static>() {}
+        fn send_static<T: Send + 'static>() {}
+        send_sync_static::<Producer>();
+        send_static::<PutFuture>();
+    }
+}
