@@ -84,6 +84,7 @@ impl<T> Slots<T> {
             Receiver {
                 chunk: chunk.clone(),
                 index,
+                finished: false,
             },
         )
     }
@@ -160,34 +161,42 @@ impl<T> Sender<T> {
 pub(crate) struct Receiver<T> {
     chunk: Chunk<T>,
     index: usize,
+    /// It has returned `Ready`: the slot is `Done` or `Closed`, nothing left to clean up.
+    finished: bool,
 }
 
 impl<T> Future for Receiver<T> {
     type Output = Option<T>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut state = self.chunk[self.index].lock();
-        match &mut *state {
-            State::Waiting(waker) => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let value = {
+            let mut state = self.chunk[self.index].lock();
+            match &mut *state {
+                State::Waiting(waker) => {
+                    match waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                State::Full(_) => match std::mem::replace(&mut *state, State::Done) {
+                    State::Full(value) => Some(value),
+                    _ => None,
+                },
+                // Closed, or polled again after it resolved.
+                State::Closed | State::Done => None,
             }
-            State::Full(_) => match std::mem::replace(&mut *state, State::Done) {
-                State::Full(value) => Poll::Ready(Some(value)),
-                _ => Poll::Ready(None),
-            },
-            State::Closed => Poll::Ready(None),
-            // Polled again after it resolved.
-            State::Done => Poll::Ready(None),
-        }
+        };
+        self.finished = true;
+        Poll::Ready(value)
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
         // Drops an unreceived value now rather than when the whole chunk goes.
         let mut state = self.chunk[self.index].lock();
         if !matches!(*state, State::Closed) {
