@@ -30,6 +30,7 @@ use crate::kinesis::{CallError, EntryResult, KinesisApi, PutEntry};
 use crate::record::{Attempt, AttemptError, StoredAt};
 use crate::stats::{Counters, kpl_metrics};
 
+mod intake;
 mod maintenance;
 mod outcome;
 
@@ -203,98 +204,6 @@ impl Dispatcher {
             && self.retries.is_empty()
             && self.parked.is_empty()
             && self.requests.is_empty()
-    }
-
-    /// Handles a batch of commands in order; runs of records for one stream share one look-up
-    /// of its shard map.
-    fn on_commands(&mut self, inbox: &mut Vec<Command>) {
-        let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
-        // One clock read for the batch: they all arrived by now.
-        let now = Instant::now();
-        for command in inbox.drain(..) {
-            match command {
-                Command::Put(mut p) => {
-                    p.epoch = self.epochs.accept();
-                    p.arrival = now;
-                    let same = run.as_ref().is_some_and(|(entry, _, _)| {
-                        // Pointer first: the names' bytes share a cache line with a
-                        // reference count the caller's thread may be changing.
-                        Arc::ptr_eq(&entry.id, &p.record.stream) || entry.id == p.record.stream
-                    });
-                    if !same {
-                        self.end_run(run.take());
-                        run = self.entry(&p.record.stream).map(|entry| {
-                            let map = entry.map();
-                            (entry, map, 0)
-                        });
-                    }
-                    match &mut run {
-                        Some((entry, map, received)) => {
-                            *received += 1;
-                            self.route(p, entry, map);
-                        }
-                        // Every stream was loaded by `put` before its records were sent.
-                        None => self.give_up(p, PutErrorKind::Stopped),
-                    }
-                }
-                Command::Flush => self.flushing = true,
-                Command::FlushAndWait(done) => {
-                    self.flushing = true;
-                    self.epochs.wait(done);
-                }
-                Command::Shutdown => {
-                    self.shutting_down = true;
-                    self.flushing = true;
-                }
-            }
-        }
-        self.end_run(run);
-    }
-
-    fn end_run(&self, run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)>) {
-        if let Some((entry, _, received)) = run {
-            kpl_metrics::received(&entry.id, received);
-        }
-    }
-
-    /// The entry of a stream `put` has loaded.
-    fn entry(&mut self, stream: &StreamId) -> Option<Arc<StreamEntry>> {
-        if let Some(entry) = self.entries.get(stream) {
-            return Some(entry.clone());
-        }
-        let entry = self.streams.get(stream)?;
-        self.entries.insert(stream.clone(), entry.clone());
-        Some(entry)
-    }
-
-    /// Routes a record coming back for another attempt.
-    fn reroute(&mut self, p: Pending) {
-        match self.entry(&p.record.stream) {
-            Some(entry) => {
-                let map = entry.map();
-                self.route(p, &entry, &map);
-            }
-            None => self.give_up(p, PutErrorKind::Stopped),
-        }
-    }
-
-    /// Predicts the record's shard and hands it to the aggregator.
-    fn route(&mut self, p: Pending, entry: &Arc<StreamEntry>, map: &ShardMap) {
-        let shard = map.predict(p.hash_key);
-        if shard.is_none() {
-            self.refresh(entry, false);
-        }
-        let mut closed = Vec::new();
-        self.aggregator.add(p, shard, &mut closed);
-        self.enqueue(closed);
-    }
-
-    /// Resolves a record with an error: its capacity first, then its future, then its epoch.
-    fn give_up(&mut self, p: Pending, kind: PutErrorKind) {
-        self.capacity.release(1, bytes_of(&p.record) as usize);
-        let epoch = p.epoch;
-        p.fail(kind);
-        self.epochs.resolved(epoch);
     }
 
     fn enqueue(&mut self, records: Vec<KinesisRecord>) {

@@ -320,6 +320,14 @@ impl Dispatcher {
         }
     }
 
+    /// Resolves a record with an error: its capacity first, then its future, then its epoch.
+    pub(super) fn give_up(&mut self, p: Pending, kind: PutErrorKind) {
+        self.capacity.release(1, bytes_of(&p.record) as usize);
+        let epoch = p.epoch;
+        p.fail(kind);
+        self.epochs.resolved(epoch);
+    }
+
     pub(super) fn expire(&mut self, p: Pending) {
         Counters::add(&self.counters.expired, 1);
         Counters::add(&self.counters.failed, 1);
