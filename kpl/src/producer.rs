@@ -41,8 +41,7 @@ struct Inner {
     /// age in a queue (their linger deadlines would pass before they are aggregated).
     commands: Arc<Inbox<Command>>,
     capacity: Arc<Capacity>,
-    /// Where results are delivered to `PutFuture`s.
-    slots: Slots<PutResult>,
+
     streams: Arc<Streams>,
     api: Arc<dyn KinesisApi>,
     counters: Arc<Counters>,
@@ -113,7 +112,7 @@ impl Producer {
                 config,
                 commands,
                 capacity,
-                slots: Slots::default(),
+
                 streams,
                 api,
                 counters,
@@ -188,7 +187,7 @@ impl Producer {
         record: UserRecord,
         hash_key: HashKey,
     ) -> Result<PutFuture, SubmitError> {
-        let (reply, receiver) = self.inner.slots.pair();
+        let (reply, receiver) = RESULT_SLOTS.with(Slots::pair);
         let pending = Pending {
             record,
             hash_key,
@@ -265,6 +264,12 @@ fn refuse(kind: SubmitErrorKind, record: UserRecord) -> SubmitError {
         kind,
         record: Box::new(record),
     }
+}
+
+thread_local! {
+    /// Result slots for records put from this thread (by any producer): handing one out takes
+    /// no lock, and records put together share an allocation.
+    static RESULT_SLOTS: Slots<PutResult> = Slots::default();
 }
 
 /// Resolves to one user record's result.

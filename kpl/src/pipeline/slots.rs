@@ -3,11 +3,12 @@
 //! A general one-shot channel allocates per message. At hundreds of thousands of records a
 //! second that allocation, freed later on another thread and in bursts (a whole aggregate's
 //! records resolve together), costs more than everything else the channel does. So slots are
-//! allocated [`CHUNK`] at a time: a chunk is one allocation, shared by the futures and senders
-//! of its slots, and freed when the last of them is gone. Each slot is a small mutex-guarded
+//! allocated [`CHUNK`] at a time, per thread that puts records: a chunk is one allocation,
+//! shared by the futures and senders of its slots, and freed when the last of them is gone. Each slot is a small mutex-guarded
 //! state (uncontended: one sender writes it once, one receiver reads it), so there is no unsafe
 //! code.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,16 +47,17 @@ impl<T> Slot<T> {
 /// A sized array, so a handle is a thin pointer (a smaller pending record).
 type Chunk<T> = Arc<[Slot<T>; CHUNK]>;
 
-/// Hands out sender/receiver pairs, one chunk at a time.
+/// Hands out sender/receiver pairs, one chunk at a time. Not shared between threads: each
+/// thread that puts records has its own (see `Producer`), so handing out a pair takes no lock.
 #[derive(Debug)]
 pub(crate) struct Slots<T> {
-    current: Mutex<(Chunk<T>, usize)>,
+    current: RefCell<(Chunk<T>, usize)>,
 }
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
         Slots {
-            current: Mutex::new((new_chunk(), 0)),
+            current: RefCell::new((new_chunk(), 0)),
         }
     }
 }
@@ -69,7 +71,7 @@ fn new_chunk<T>() -> Chunk<T> {
 impl<T> Slots<T> {
     /// A connected pair on a fresh slot.
     pub(crate) fn pair(&self) -> (Sender<T>, Receiver<T>) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.borrow_mut();
         if current.1 == CHUNK {
             *current = (new_chunk(), 0);
         }
@@ -291,7 +293,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_value_arrives_across_threads() {
-        let slots = Arc::new(Slots::default());
+        let slots = Slots::default();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..10_000).map(|_| slots.pair()).unzip();
         let sending = tokio::spawn(async move {
             for (i, mut tx) in senders.into_iter().enumerate() {
