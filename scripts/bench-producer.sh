@@ -11,10 +11,11 @@ cp target/release/kpl_bench target/release/kpl_bench_system
 cargo build --release --quiet -p kinesis-examples --features mimalloc --bin kpl_bench
 cp target/release/kpl_bench target/release/kpl_bench_mimalloc
 for alloc in system mimalloc; do
-  for runtime in "" --single-thread; do
+    for runtime in "" --single-thread; do
     target/release/kpl_bench_$alloc --fast $runtime --records 1000000 --size 100
     target/release/kpl_bench_$alloc --fast $runtime --records 200000 --size 1024
   done
+  target/release/kpl_bench_$alloc --fast --tasks 4 --records 1000000 --size 100
 done
 scripts/with-local-aws.sh bash -c '
   target/release/kpl_bench_system --records 100000 --size 100 --shards 4

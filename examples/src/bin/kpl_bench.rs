@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--single-thread]
-//!           [--endpoint URL | --fast]
+//!           [--tasks N] [--endpoint URL | --fast]
 //! ```
 //!
 //! `--single-thread` runs everything (the feeding loop, the producer, the SDK) on one thread: the
-//! CPU per record without cross-core traffic, and much less noise between runs.
+//! CPU per record without cross-core traffic, and much less noise between runs. `--tasks N`
+//! puts from N tasks at once (default 1), each awaiting its own results.
 //!
 //! `--endpoint URL` measures against a real endpoint (kinesis-mock from scripts/local-aws.sh);
 //! `--fast` starts this same binary as a child process serving a minimal in-memory Kinesis
@@ -51,6 +52,7 @@ struct Args {
     endpoint: Option<String>,
     fast: bool,
     single_thread: bool,
+    tasks: usize,
     serve: Option<u32>,
 }
 
@@ -63,6 +65,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
         endpoint: None,
         fast: false,
         single_thread: false,
+        tasks: 1,
         serve: None,
     };
     let mut it = std::env::args().skip(1);
@@ -76,6 +79,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--endpoint" => a.endpoint = Some(value()?),
             "--fast" => a.fast = true,
             "--single-thread" => a.single_thread = true,
+            "--tasks" => a.tasks = value()?.parse()?,
             "--serve-fast" => a.serve = Some(value()?.parse()?),
             other => return Err(format!("unknown flag {other}").into()),
         }
@@ -160,46 +164,27 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
     let data = Bytes::from(vec![b'x'; args.size]);
     // One shared stream name: UserRecord::new takes an Arc<str> without allocating.
     let stream: Arc<str> = Arc::from(stream);
-    let record = |i: usize| UserRecord::new(stream.clone(), format!("{i:016x}"), data.clone());
 
     // The harness alone: making the same records and dropping them. Subtracted from the total
     // to give the producer's own share.
     let cpu_before = cpu_seconds()?;
     for i in 0..args.records {
-        std::hint::black_box(record(i));
+        std::hint::black_box(make_record(&stream, &data, i));
     }
     let harness_cpu = cpu_seconds()? - cpu_before;
 
     let (cpu_before, started) = (cpu_seconds()?, Instant::now());
-
-    // Results are awaited by another task, in order, in chunks (one channel message per
-    // chunk), so this loop only feeds the producer.
-    const CHUNK: usize = 1024;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<kpl::PutFuture>>(64);
-    let failed = Arc::new(AtomicU64::new(0));
-    let waiter = {
-        let failed = failed.clone();
-        tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                for f in chunk {
-                    if f.await.is_err() {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
-    let mut chunk = Vec::with_capacity(CHUNK);
-    for i in 0..args.records {
-        chunk.push(producer.put(record(i)).await?);
-        if chunk.len() == CHUNK {
-            tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                .await?;
-        }
+    let tasks = args.tasks.max(1);
+    let per_task = args.records.div_ceil(tasks);
+    let mut feeders = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let range = (t * per_task).min(args.records)..((t + 1) * per_task).min(args.records);
+        feeders.spawn(feed(producer.clone(), stream.clone(), data.clone(), range));
     }
-    tx.send(chunk).await?;
-    drop(tx);
-    waiter.await?;
+    let mut failed = 0;
+    while let Some(done) = feeders.join_next().await {
+        failed += done?.map_err(|e| e.to_string())?;
+    }
     producer.flush_and_wait().await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds()? - cpu_before;
@@ -233,7 +218,7 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
         stats.kinesis_records_put,
         stats.kinesis_records_put as f64 / elapsed,
         stats.put_records_calls,
-        failed.load(Ordering::Relaxed)
+        failed
     );
     println!(
         "cpu_s={cpu:.2} cpu_s_per_million_user_records={:.3} harness_only={:.3} producer_only={:.3} peak_rss_mib={:.1}",
@@ -243,6 +228,46 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
         peak_rss_kib()? as f64 / 1024.0
     );
     Ok(())
+}
+
+/// Record number `i`: a distinct 16-character key, the shared stream name and payload.
+fn make_record(stream: &Arc<str>, data: &Bytes, i: usize) -> UserRecord {
+    UserRecord::new(stream.clone(), format!("{i:016x}"), data.clone())
+}
+
+/// Puts the records numbered `range` and awaits their results, in order, in another task, in
+/// chunks (one channel message per chunk), so this loop only feeds the producer. Returns how
+/// many failed.
+async fn feed(
+    producer: Producer,
+    stream: Arc<str>,
+    data: Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<u64, Box<dyn Error + Send + Sync>> {
+    const CHUNK: usize = 1024;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<kpl::PutFuture>>(64);
+    let waiter = tokio::spawn(async move {
+        let mut failed = 0;
+        while let Some(chunk) = rx.recv().await {
+            for f in chunk {
+                if f.await.is_err() {
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    });
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for i in range {
+        chunk.push(producer.put(make_record(&stream, &data, i)).await?);
+        if chunk.len() == CHUNK {
+            tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .await?;
+        }
+    }
+    tx.send(chunk).await?;
+    drop(tx);
+    Ok(waiter.await?)
 }
 
 /// A minimal Kinesis for the bench: ListShards answers `shards` even shards; PutRecords answers
