@@ -41,7 +41,6 @@ struct Inner {
     /// age in a queue (their linger deadlines would pass before they are aggregated).
     commands: Arc<Inbox<Command>>,
     capacity: Arc<Capacity>,
-
     streams: Arc<Streams>,
     api: Arc<dyn KinesisApi>,
     counters: Arc<Counters>,
@@ -112,7 +111,6 @@ impl Producer {
                 config,
                 commands,
                 capacity,
-
                 streams,
                 api,
                 counters,
