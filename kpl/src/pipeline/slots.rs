@@ -101,6 +101,14 @@ pub(crate) struct Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// Reads the slot's cache line without writing it, so that a later [`send`](Self::send)
+    /// finds it in cache: touching many slots first lets their misses overlap.
+    pub(crate) fn touch(&self) {
+        if let Some(chunk) = &self.chunk {
+            std::hint::black_box(chunk[self.index].state.is_poisoned());
+        }
+    }
+
     /// Whether it can still send (it has not sent or closed).
     pub(crate) fn is_open(&self) -> bool {
         self.chunk.is_some()

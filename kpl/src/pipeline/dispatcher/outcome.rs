@@ -118,6 +118,7 @@ impl Dispatcher {
         for p in record.user_records.iter().filter(|p| owned(p)) {
             count += 1;
             bytes += bytes_of(&p.record) as usize;
+            p.reply.touch();
         }
         // Capacity first and counters next: whoever awaits a result may check them at once.
         self.capacity.release(count, bytes);
