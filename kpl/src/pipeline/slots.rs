@@ -4,9 +4,9 @@
 //! second that allocation, freed later on another thread and in bursts (a whole aggregate's
 //! records resolve together), costs more than everything else the channel does. So slots are
 //! allocated [`CHUNK`] at a time, per thread that puts records: a chunk is one allocation,
-//! shared by the futures and senders of its slots, and freed when the last of them is gone. Each slot is a small mutex-guarded
-//! state (uncontended: one sender writes it once, one receiver reads it), so there is no unsafe
-//! code.
+//! shared by the futures and senders of its slots, and freed when the last of them is gone.
+//! Each slot is a small mutex-guarded state (uncontended: one sender writes it once, one
+//! receiver reads it), so there is no unsafe code.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -135,15 +135,7 @@ impl<T> Sender<T> {
             waker.wake();
         }
     }
-}
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl<T> Sender<T> {
     /// Gives up without sending: the receiver resolves to `None`.
     pub(crate) fn close(&mut self) {
         let Some(chunk) = self.chunk.take() else {
@@ -163,6 +155,12 @@ impl<T> Sender<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
