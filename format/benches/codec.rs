@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kinesis_format::{AggregateBuilder, Deaggregated, deaggregate};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kinesis_format::{AggregateBuilder, Deaggregated, HashKey, Unsealed, deaggregate};
 use md5::{Digest, Md5};
 
 const AGGREGATE_LIMIT: usize = 51_200;
@@ -57,8 +57,54 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("md5", |b| b.iter(|| Md5::digest(black_box(&blob[..]))));
         group.finish();
+
+        // Sealing (the MD5 trailer) of eight such aggregates: one at a time, and all at once.
+        let unsealed = {
+            let mut builder = AggregateBuilder::new();
+            for (key, data) in &records {
+                builder.add(key, None, data.clone());
+            }
+            vec![builder.finish_unsealed(); 8]
+        };
+        let mut group = c.benchmark_group(format!("seal_8_aggregates_{size}B"));
+        group.throughput(Throughput::Bytes(8 * blob.len() as u64));
+        group.bench_function("one_at_a_time", |b| {
+            b.iter_batched(
+                || unsealed.clone(),
+                |u| u.into_iter().map(Unsealed::seal).collect::<Vec<_>>(),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("all_at_once", |b| {
+            b.iter_batched(
+                || unsealed.clone(),
+                Unsealed::seal_all,
+                BatchSize::SmallInput,
+            )
+        });
+        group.finish();
     }
 }
 
-criterion_group!(benches, bench);
+/// Partition-key hashing: one key at a time, and many at once.
+fn hash_keys(c: &mut Criterion) {
+    let keys: Vec<String> = (0..4096).map(|i| format!("{i:016x}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut group = c.benchmark_group("hash_4096_keys");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("one_at_a_time", |b| {
+        b.iter(|| {
+            black_box(&refs)
+                .iter()
+                .map(|k| HashKey::from_partition_key(k))
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function("many_at_once", |b| {
+        b.iter(|| HashKey::from_partition_keys(black_box(&refs)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, hash_keys);
 criterion_main!(benches);

@@ -30,6 +30,17 @@ impl HashKey {
         HashKey(u128::from_be_bytes(digest))
     }
 
+    /// The hash keys of many partition keys, in order: the same as calling
+    /// [`from_partition_key`](Self::from_partition_key) on each, but the MD5s are computed several
+    /// at a time, side by side, which costs about a quarter as much per key.
+    pub fn from_partition_keys(partition_keys: &[&str]) -> Vec<HashKey> {
+        let messages: Vec<&[u8]> = partition_keys.iter().map(|k| k.as_bytes()).collect();
+        crate::md5_lanes::digest_each(&messages)
+            .into_iter()
+            .map(|digest| HashKey(u128::from_be_bytes(digest)))
+            .collect()
+    }
+
     /// Parses an explicit hash key: a decimal integer in `0..=2^128-1`, digits only.
     pub fn parse_explicit(text: &str) -> Result<HashKey, HashKeyError> {
         if text.is_empty() {

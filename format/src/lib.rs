@@ -10,12 +10,13 @@
 mod aggregation;
 mod error;
 mod hash_key;
+mod md5_lanes;
 mod proto;
 mod sequence;
 
 pub use aggregation::{
     AggregateBuilder, DIGEST_LEN, Deaggregated, FRAMING_LEN, MAGIC, NotAggregated, SubRecord,
-    deaggregate,
+    Unsealed, deaggregate,
 };
 pub use error::{HashKeyError, PartitionKeyError, SequenceNumberError};
 pub use hash_key::{HashKey, HashKeyRange, MAX_PARTITION_KEY_CHARS, validate_partition_key};

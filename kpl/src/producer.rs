@@ -163,8 +163,12 @@ impl Producer {
             return Err(SubmitErrorKind::EmptyStream);
         }
         validate_partition_key(&record.partition_key)?;
-        let hash_key =
-            HashKey::for_record(&record.partition_key, record.explicit_hash_key.as_deref())?;
+        // A partition key's hash is computed by the dispatcher, many at a time (see
+        // `Dispatcher::on_commands`); an explicit hash key is checked here.
+        let hash_key = match &record.explicit_hash_key {
+            Some(explicit) => HashKey::parse_explicit(explicit)?,
+            None => HashKey::MIN,
+        };
         let size = record.data.len() + record.partition_key.len();
         if size > self.inner.config.max_user_record_size {
             return Err(SubmitErrorKind::TooLarge {

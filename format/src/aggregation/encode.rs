@@ -47,6 +47,67 @@ pub struct AggregateBuilder {
     data_len: usize,
 }
 
+/// A finished aggregate still missing its MD5 trailer (see
+/// [`AggregateBuilder::finish_unsealed`]).
+///
+/// ```
+/// use kinesis_format::{AggregateBuilder, Deaggregated, Unsealed, deaggregate};
+///
+/// let mut builder = AggregateBuilder::new();
+/// let mut unsealed = Vec::new();
+/// for shard in 0..8 {
+///     builder.add(&format!("key-{shard}"), None, b"one");
+///     builder.add(&format!("key-{shard}"), None, b"two");
+///     unsealed.push(builder.finish_unsealed());
+/// }
+/// let framed_len = unsealed[0].framed_len();
+/// let alone: Vec<_> = unsealed.iter().cloned().map(Unsealed::seal).collect();
+/// // Eight MD5s side by side: the same bytes as sealing each alone.
+/// let sealed = Unsealed::seal_all(unsealed);
+/// assert_eq!(sealed, alone);
+/// assert_eq!(sealed[0].len(), framed_len);
+/// assert!(matches!(deaggregate(&sealed[7]), Deaggregated::Aggregated(r) if r.len() == 2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Unsealed {
+    /// Magic and body, with room for the digest.
+    bytes: BytesMut,
+}
+
+impl Unsealed {
+    /// The length it will have once sealed.
+    pub fn framed_len(&self) -> usize {
+        self.bytes.len() + DIGEST_LEN
+    }
+
+    /// Appends the MD5 of the body.
+    pub fn seal(self) -> Bytes {
+        let digest: [u8; DIGEST_LEN] = Md5::digest(self.body()).into();
+        self.sealed_with(digest)
+    }
+
+    /// Seals every aggregate, in order, computing their MD5s several at a time, side by side
+    /// (for large aggregates, about a third of the cost of sealing each alone).
+    pub fn seal_all(aggregates: Vec<Unsealed>) -> Vec<Bytes> {
+        let bodies: Vec<&[u8]> = aggregates.iter().map(Unsealed::body).collect();
+        let digests = crate::md5_lanes::digest_each(&bodies);
+        aggregates
+            .into_iter()
+            .zip(digests)
+            .map(|(aggregate, digest)| aggregate.sealed_with(digest))
+            .collect()
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.bytes[MAGIC.len()..]
+    }
+
+    fn sealed_with(mut self, digest: [u8; DIGEST_LEN]) -> Bytes {
+        self.bytes.put_slice(&digest);
+        self.bytes.freeze()
+    }
+}
+
 /// Protobuf tags (field number << 3 | wire type) of the fields the builder writes.
 const PARTITION_KEY_TABLE: u8 = 1 << 3 | 2;
 const EXPLICIT_HASH_KEY_TABLE: u8 = 2 << 3 | 2;
@@ -153,17 +214,26 @@ impl AggregateBuilder {
     /// Like [`finish`](Self::finish), but leaves the builder empty and ready for the next
     /// aggregate, keeping its buffers' capacity (so a reused builder allocates nothing).
     pub fn finish_and_reset(&mut self) -> Bytes {
+        self.finish_unsealed().seal()
+    }
+
+    /// Writes the aggregate but leaves out its digest, so that the MD5s of many aggregates can be
+    /// computed at once with [`Unsealed::seal_all`]. Leaves the builder empty, like
+    /// [`finish_and_reset`](Self::finish_and_reset).
+    pub fn finish_unsealed(&mut self) -> Unsealed {
         let framed_len = self.framed_len();
         let mut out = BytesMut::with_capacity(framed_len);
         out.put_slice(&MAGIC);
         out.put_slice(&self.partition_keys.encoded);
         out.put_slice(&self.explicit_hash_keys.encoded);
         out.put_slice(&self.records);
-        let digest: [u8; DIGEST_LEN] = Md5::digest(&out[MAGIC.len()..]).into();
-        out.put_slice(&digest);
-        debug_assert_eq!(out.len(), framed_len, "size accounting drifted");
+        debug_assert_eq!(
+            out.len() + DIGEST_LEN,
+            framed_len,
+            "size accounting drifted"
+        );
         self.clear();
-        out.freeze()
+        Unsealed { bytes: out }
     }
 
     /// Empties the builder, keeping its buffers' capacity.

@@ -17,7 +17,7 @@ mod encode;
 mod size;
 
 pub use decode::{Deaggregated, NotAggregated, SubRecord, deaggregate};
-pub use encode::AggregateBuilder;
+pub use encode::{AggregateBuilder, Unsealed};
 
 /// The four bytes every aggregated record starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];

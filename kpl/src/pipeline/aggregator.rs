@@ -9,11 +9,10 @@ use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kinesis_format::{AggregateBuilder, HashKey};
 use tokio::time::Instant;
 
-use super::pending::{KinesisRecord, Pending, StreamId};
+use super::pending::{KinesisRecord, Payload, Pending, StreamId};
 use super::shard_map::Shard;
 
 /// The partition key of every aggregated Kinesis record: routing is by explicit hash key.
@@ -185,28 +184,30 @@ impl Aggregator {
         self.by_deadline.remove(&(open.send_by, open.id));
         let mut records = open.records;
         let mut builder = open.builder;
-        let single_record = records.len() == 1;
-        let data = if single_record {
+        let data = if records.len() == 1 {
             builder.clear();
-            Bytes::new()
+            None
         } else {
-            builder.finish_and_reset()
+            Some(builder.finish_unsealed())
         };
         if self.spare.len() < SPARE_BUILDERS {
             self.spare.push(builder);
         }
-        if single_record && let Some(p) = records.pop() {
-            out.push(single(p, Some(open.shard), open.send_by));
+        let Some(data) = data else {
+            if let Some(p) = records.pop() {
+                out.push(single(p, Some(open.shard), open.send_by));
+            }
             return;
-        }
-        self.typical = (data.len(), records.len());
+        };
+        let len = data.framed_len();
+        self.typical = (len, records.len());
         out.push(KinesisRecord {
             stream: open.stream,
             predicted_shard: Some(open.shard),
             partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
             explicit_hash_key: Some(open.first_hash_key.to_string()),
-            size: data.len() + AGGREGATE_PARTITION_KEY.len(),
-            data,
+            size: len + AGGREGATE_PARTITION_KEY.len(),
+            data: Payload::Unsealed(data),
             user_records: records,
             send_by: open.send_by,
         });
@@ -220,7 +221,7 @@ fn single(p: Pending, shard: Option<Arc<str>>, send_by: Instant) -> KinesisRecor
         predicted_shard: shard,
         partition_key: p.record.partition_key.clone(),
         explicit_hash_key: p.record.explicit_hash_key.clone(),
-        data: p.record.data.clone(),
+        data: Payload::Ready(p.record.data.clone()),
         size: p.record.data.len() + p.record.partition_key.len(),
         user_records: vec![p],
         send_by,
@@ -250,10 +251,11 @@ mod tests {
             agg.add(pending(&format!("k{i}"), 100, now), shard("s0"), &mut out);
         }
         assert!(!out.is_empty(), "20 records of 100 B cannot fit in 1,000 B");
-        for k in &out {
+        for k in &mut out {
             assert!(k.data.len() <= 1_000, "aggregate of {} bytes", k.data.len());
             assert!(k.aggregated());
-            let Deaggregated::Aggregated(subs) = deaggregate(&k.data) else {
+            let data = k.data.take();
+            let Deaggregated::Aggregated(subs) = deaggregate(&data) else {
                 panic!("not an aggregate")
             };
             assert_eq!(subs.len(), k.user_records.len());

@@ -94,6 +94,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::pipeline::pending::Payload;
     use crate::pipeline::pending::tests::pending;
 
     fn record(stream: &str, size: usize, send_by: Instant) -> KinesisRecord {
@@ -102,7 +103,7 @@ mod tests {
             predicted_shard: None,
             partition_key: "k".into(),
             explicit_hash_key: None,
-            data: Bytes::from(vec![0u8; size - 1]),
+            data: Payload::Ready(Bytes::from(vec![0u8; size - 1])),
             size,
             user_records: vec![pending("k", 1, send_by)],
             send_by,

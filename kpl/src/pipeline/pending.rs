@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::slots::Sender;
 use bytes::Bytes;
-use kinesis_format::HashKey;
+use kinesis_format::{HashKey, Unsealed};
 use tokio::time::Instant;
 
 use crate::error::{PutError, PutErrorKind};
@@ -23,6 +23,8 @@ pub(crate) type PutResult = Result<PutOutcome, Box<PutError>>;
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
+    /// Where the record lands. Without an explicit hash key, the MD5 of the partition key:
+    /// computed by the dispatcher when it takes the record from the inbox, many keys at once.
     pub(crate) hash_key: HashKey,
     /// When the dispatcher received it (it expires at `arrival + record_ttl`).
     pub(crate) arrival: Instant,
@@ -133,13 +135,65 @@ pub(crate) struct KinesisRecord {
     pub(crate) partition_key: String,
     pub(crate) explicit_hash_key: Option<String>,
     /// Moved into the PutRecords request when sent (so empty afterwards).
-    pub(crate) data: Bytes,
+    pub(crate) data: Payload,
     /// Data + partition key bytes, as counted against the PutRecords and per-shard limits.
     pub(crate) size: usize,
     /// The user records it carries, in sub-sequence order.
     pub(crate) user_records: Vec<Pending>,
     /// The earliest time any of its user records must be sent by (arrival + linger).
     pub(crate) send_by: Instant,
+}
+
+/// A Kinesis record's data.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Ready(Bytes),
+    /// An aggregate still missing its MD5: the dispatcher seals every aggregate of a PutRecords
+    /// call at once, computing their MD5s side by side (see [`seal_all`]).
+    Unsealed(Unsealed),
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::Ready(Bytes::new())
+    }
+}
+
+impl Payload {
+    /// Its length once sealed.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Ready(bytes) => bytes.len(),
+            Payload::Unsealed(unsealed) => unsealed.framed_len(),
+        }
+    }
+
+    /// The data, leaving the payload empty; an unsealed aggregate is sealed alone.
+    pub(crate) fn take(&mut self) -> Bytes {
+        match std::mem::take(self) {
+            Payload::Ready(bytes) => bytes,
+            Payload::Unsealed(unsealed) => unsealed.seal(),
+        }
+    }
+}
+
+/// Seals the records' unsealed aggregates, all at once.
+pub(crate) fn seal_all(records: &mut [KinesisRecord]) {
+    let (at, unsealed): (Vec<usize>, Vec<Unsealed>) = records
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, r)| match std::mem::take(&mut r.data) {
+            Payload::Unsealed(unsealed) => Some((i, unsealed)),
+            ready => {
+                r.data = ready;
+                None
+            }
+        })
+        .unzip();
+    for (i, sealed) in at.into_iter().zip(Unsealed::seal_all(unsealed)) {
+        records[i].data = Payload::Ready(sealed);
+    }
 }
 
 impl KinesisRecord {

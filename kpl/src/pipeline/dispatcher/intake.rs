@@ -1,12 +1,15 @@
 //! What comes in from the handles: commands taken in batches, each record stamped and routed
 //! (shard predicted from its stream's map) to the aggregator.
 
+use kinesis_format::HashKey;
+
 use super::*;
 
 impl Dispatcher {
     /// Handles a batch of commands in order; runs of records for one stream share one look-up
     /// of its shard map.
     pub(super) fn on_commands(&mut self, inbox: &mut Vec<Command>) {
+        hash_partition_keys(inbox);
         let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
         // One clock read for the batch: they all arrived by now.
         let now = Instant::now();
@@ -86,5 +89,31 @@ impl Dispatcher {
         let mut closed = Vec::new();
         self.aggregator.add(p, shard, &mut closed);
         self.enqueue(closed);
+    }
+}
+
+/// Computes the hash keys of new records routed by partition key, a window of records at a time
+/// (MD5s side by side, and the window's records stay in cache until their keys are written).
+fn hash_partition_keys(inbox: &mut [Command]) {
+    const WINDOW: usize = 64;
+    for window in inbox.chunks_mut(WINDOW) {
+        let keys: Vec<&str> = window
+            .iter()
+            .filter_map(|command| match command {
+                Command::Put(p) if p.record.explicit_hash_key.is_none() => {
+                    Some(p.record.partition_key.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut hashes = HashKey::from_partition_keys(&keys).into_iter();
+        for command in window {
+            if let Command::Put(p) = command
+                && p.record.explicit_hash_key.is_none()
+                && let Some(hash) = hashes.next()
+            {
+                p.hash_key = hash;
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use super::collector::Collector;
 use super::epochs::Epochs;
 use super::inbox::Inbox;
 use super::limiter::ShardLimiter;
-use super::pending::{KinesisRecord, Pending, Retry, StreamId};
+use super::pending::{KinesisRecord, Pending, Retry, StreamId, seal_all};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
 use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
@@ -308,6 +308,7 @@ impl Dispatcher {
 
     fn send(&mut self, stream: StreamId, records: Vec<KinesisRecord>, now: Instant) {
         let mut records = records;
+        seal_all(&mut records);
         // The data moves into the request: a failed record is rebuilt from its user records, and
         // a uniquely owned aggregate then reaches the SDK without a copy.
         let entries: Vec<PutEntry> = records
@@ -315,7 +316,7 @@ impl Dispatcher {
             .map(|r| PutEntry {
                 partition_key: r.partition_key.clone(),
                 explicit_hash_key: r.explicit_hash_key.clone(),
-                data: std::mem::take(&mut r.data),
+                data: r.data.take(),
             })
             .collect();
         let api = self.api.clone();
