@@ -18,7 +18,7 @@ use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitError
 use crate::kinesis::{KinesisApi, SdkKinesis};
 use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
-use crate::pipeline::inbox::Inbox;
+use crate::pipeline::inbox::{Inbox, TrySendError};
 use crate::pipeline::pending::{Pending, PutResult};
 use crate::pipeline::slots::{self, Slots};
 use crate::pipeline::streams::Streams;
@@ -130,6 +130,12 @@ impl Producer {
     /// reached. The first record for a stream also waits for its shard list. Invalid records and
     /// unknown streams are refused with the record given back; nothing is enqueued then.
     pub async fn put(&self, record: UserRecord) -> Result<PutFuture, SubmitError> {
+        // Usually nothing has to wait: then the record is handed over without being moved
+        // through the states of the awaiting path below (each move is a copy).
+        let record = match self.put_now(record) {
+            Ok(done) => return done,
+            Err(record) => record,
+        };
         let hash_key = match self.admit(&record).await {
             Ok(admitted) => admitted,
             Err(kind) => return Err(refuse(kind, record)),
@@ -154,8 +160,47 @@ impl Producer {
         }
     }
 
+    /// `put` when nothing has to wait: the stream is loaded and there is capacity and room in
+    /// the inbox. Otherwise the record comes back untouched, for `put` to wait.
+    fn put_now(&self, record: UserRecord) -> Result<Result<PutFuture, SubmitError>, UserRecord> {
+        let hash_key = match self.check(&record) {
+            Ok(hash_key) => hash_key,
+            Err(kind) => return Ok(Err(refuse(kind, record))),
+        };
+        if !self.inner.streams.is_loaded(&record.stream) {
+            return Err(record);
+        }
+        match self.inner.capacity.try_acquire(&record) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => return Err(record),
+            Err(Refused::Closed) => return Ok(Err(refuse(SubmitErrorKind::ShutDown, record))),
+        }
+        let (pending, receiver) = self.pending(record, hash_key);
+        match self.inner.commands.try_send(Command::Put(pending)) {
+            Ok(()) => Ok(Ok(self.accepted(receiver))),
+            Err(TrySendError::Full(command)) => {
+                let record = self.take_back(command);
+                Err(record)
+            }
+            Err(TrySendError::Closed(command)) => {
+                let record = self.take_back(command);
+                Ok(Err(refuse(SubmitErrorKind::ShutDown, record)))
+            }
+        }
+    }
+
     /// Validates the record and makes sure its stream's shard map is loaded.
     async fn admit(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
+        let hash_key = self.check(record)?;
+        self.inner
+            .streams
+            .ensure_loaded(&record.stream, &*self.inner.api)
+            .await?;
+        Ok(hash_key)
+    }
+
+    /// Validates the record; returns its explicit hash key, if any.
+    fn check(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SubmitErrorKind::ShutDown);
         }
@@ -176,10 +221,6 @@ impl Producer {
                 max: self.inner.config.max_user_record_size,
             });
         }
-        self.inner
-            .streams
-            .ensure_loaded(&record.stream, &*self.inner.api)
-            .await?;
         Ok(hash_key)
     }
 
@@ -189,6 +230,22 @@ impl Producer {
         record: UserRecord,
         hash_key: HashKey,
     ) -> Result<PutFuture, SubmitError> {
+        let (pending, receiver) = self.pending(record, hash_key);
+        match self.inner.commands.send(Command::Put(pending)).await {
+            Ok(()) => Ok(self.accepted(receiver)),
+            Err(command) => {
+                let record = self.take_back(command);
+                Err(refuse(SubmitErrorKind::ShutDown, record))
+            }
+        }
+    }
+
+    /// The pipeline's form of a record that holds its capacity, and its result's receiver.
+    fn pending(
+        &self,
+        record: UserRecord,
+        hash_key: HashKey,
+    ) -> (Pending, slots::Receiver<PutResult>) {
         let (reply, receiver) = RESULT_SLOTS.with(Slots::pair);
         let pending = Pending {
             record,
@@ -199,19 +256,23 @@ impl Producer {
             reply,
             epoch: 0,
         };
-        match self.inner.commands.send(Command::Put(pending)).await {
-            Ok(()) => {
-                Counters::add(&self.inner.counters.user_records_received.0, 1);
-                Ok(PutFuture { receiver })
+        (pending, receiver)
+    }
+
+    fn accepted(&self, receiver: slots::Receiver<PutResult>) -> PutFuture {
+        Counters::add(&self.inner.counters.user_records_received.0, 1);
+        PutFuture { receiver }
+    }
+
+    /// The record of a put the inbox refused, its capacity given back.
+    fn take_back(&self, command: Command) -> UserRecord {
+        match command {
+            Command::Put(p) => {
+                let record = p.into_record();
+                self.inner.capacity.release(1, bytes_of(&record) as usize);
+                record
             }
-            Err(command) => match command {
-                Command::Put(p) => {
-                    let record = p.into_record();
-                    self.inner.capacity.release(1, bytes_of(&record) as usize);
-                    Err(refuse(SubmitErrorKind::ShutDown, record))
-                }
-                _ => unreachable!("only a Put was sent"),
-            },
+            _ => unreachable!("only a Put is handed back here"),
         }
     }
 

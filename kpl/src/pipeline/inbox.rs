@@ -22,6 +22,13 @@ pub(crate) struct Inbox<T> {
     room: Notify,
 }
 
+/// Why [`Inbox::try_send`] gave its item back.
+#[derive(Debug)]
+pub(crate) enum TrySendError<T> {
+    Full(T),
+    Closed(T),
+}
+
 #[derive(Debug)]
 struct State<T> {
     queue: Vec<T>,
@@ -52,18 +59,12 @@ impl<T> Inbox<T> {
             let room = self.room.notified();
             tokio::pin!(room);
             {
-                let mut state = self.lock();
+                let state = self.lock();
                 if state.closed {
                     return Err(item);
                 }
                 if state.queue.len() < self.capacity {
-                    let was_empty = state.queue.is_empty();
-                    state.queue.push(item);
-                    drop(state);
-                    if was_empty {
-                        // Stores a permit if the receiver is busy: it is not lost.
-                        self.ready.notify_one();
-                    }
+                    self.push(state, item);
                     return Ok(());
                 }
                 // Registered before the lock is released, so the receiver's next take (which
@@ -71,6 +72,31 @@ impl<T> Inbox<T> {
                 room.as_mut().enable();
             }
             room.await;
+        }
+    }
+
+    /// Queues `item` if there is room now; otherwise hands it back, saying whether the inbox
+    /// was full or closed.
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        let state = self.lock();
+        if state.closed {
+            return Err(TrySendError::Closed(item));
+        }
+        if state.queue.len() >= self.capacity {
+            return Err(TrySendError::Full(item));
+        }
+        self.push(state, item);
+        Ok(())
+    }
+
+    /// Queues `item` (the caller checked for room) and releases the lock.
+    fn push(&self, mut state: MutexGuard<'_, State<T>>, item: T) {
+        let was_empty = state.queue.is_empty();
+        state.queue.push(item);
+        drop(state);
+        if was_empty {
+            // Stores a permit if the receiver is busy: it is not lost.
+            self.ready.notify_one();
         }
     }
 

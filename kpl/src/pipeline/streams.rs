@@ -63,20 +63,8 @@ impl Streams {
         stream: &StreamId,
         api: &dyn KinesisApi,
     ) -> Result<(), SubmitErrorKind> {
-        if let Some(first) = self.first.get()
-            && (Arc::ptr_eq(&first.id, stream) || first.id == *stream)
-        {
-            // Set only once loaded.
+        if self.is_loaded(stream) {
             return Ok(());
-        }
-        {
-            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            if entries
-                .get(&**stream)
-                .is_some_and(|entry| entry.loaded.initialized())
-            {
-                return Ok(());
-            }
         }
         let entry = {
             let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +83,19 @@ impl Streams {
             .await?;
         let _ = self.first.set(entry);
         Ok(())
+    }
+
+    /// Whether the stream's shard map is loaded (so `ensure_loaded` would return at once).
+    pub(crate) fn is_loaded(&self, stream: &StreamId) -> bool {
+        if let Some(first) = self.first.get()
+            && (Arc::ptr_eq(&first.id, stream) || first.id == *stream)
+        {
+            return true;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&**stream)
+            .is_some_and(|entry| entry.loaded.initialized())
     }
 
     /// The entry of a stream `ensure_loaded` has seen.
