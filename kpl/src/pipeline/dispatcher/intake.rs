@@ -9,48 +9,61 @@ impl Dispatcher {
     /// Handles a batch of commands in order; runs of records for one stream share one look-up
     /// of its shard map.
     pub(super) fn on_commands(&mut self, inbox: &mut Vec<Command>) {
-        hash_partition_keys(inbox);
         let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
         // One clock read for the batch: they all arrived by now.
         let now = Instant::now();
-        for command in inbox.drain(..) {
-            match command {
-                Command::Put(mut p) => {
-                    p.epoch = self.epochs.accept();
-                    p.arrival = now;
-                    let same = run.as_ref().is_some_and(|(entry, _, _)| {
-                        // Pointer first: the names' bytes share a cache line with a
-                        // reference count the caller's thread may be changing.
-                        Arc::ptr_eq(&entry.id, &p.record.stream) || entry.id == p.record.stream
-                    });
-                    if !same {
-                        self.end_run(run.take());
-                        run = self.entry(&p.record.stream).map(|entry| {
-                            let map = entry.map();
-                            (entry, map, 0)
-                        });
+        // A window at a time: its partition keys are hashed together, and its records are
+        // still in cache when they are routed.
+        for window in inbox.chunks_mut(WINDOW) {
+            hash_partition_keys(window);
+            for slot in window {
+                match std::mem::replace(slot, Command::Flush) {
+                    Command::Put(p) => self.on_put(p, now, &mut run),
+                    Command::Flush => self.flushing = true,
+                    Command::FlushAndWait(done) => {
+                        self.flushing = true;
+                        self.epochs.wait(done);
                     }
-                    match &mut run {
-                        Some((entry, map, received)) => {
-                            *received += 1;
-                            self.route(p, entry, map);
-                        }
-                        // Every stream was loaded by `put` before its records were sent.
-                        None => self.give_up(p, PutErrorKind::Stopped),
+                    Command::Shutdown => {
+                        self.shutting_down = true;
+                        self.flushing = true;
                     }
-                }
-                Command::Flush => self.flushing = true,
-                Command::FlushAndWait(done) => {
-                    self.flushing = true;
-                    self.epochs.wait(done);
-                }
-                Command::Shutdown => {
-                    self.shutting_down = true;
-                    self.flushing = true;
                 }
             }
         }
+        inbox.clear();
         self.end_run(run);
+    }
+
+    /// Stamps a new record and routes it; `run` is the stream of the records just before it.
+    fn on_put(
+        &mut self,
+        mut p: Pending,
+        now: Instant,
+        run: &mut Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)>,
+    ) {
+        p.epoch = self.epochs.accept();
+        p.arrival = now;
+        let same = run.as_ref().is_some_and(|(entry, _, _)| {
+            // Pointer first: the names' bytes share a cache line with a reference count the
+            // caller's thread may be changing.
+            Arc::ptr_eq(&entry.id, &p.record.stream) || entry.id == p.record.stream
+        });
+        if !same {
+            self.end_run(run.take());
+            *run = self.entry(&p.record.stream).map(|entry| {
+                let map = entry.map();
+                (entry, map, 0)
+            });
+        }
+        match run {
+            Some((entry, map, received)) => {
+                *received += 1;
+                self.route(p, entry, map);
+            }
+            // Every stream was loaded by `put` before its records were sent.
+            None => self.give_up(p, PutErrorKind::Stopped),
+        }
     }
 
     fn end_run(&self, run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)>) {
@@ -92,28 +105,27 @@ impl Dispatcher {
     }
 }
 
-/// Computes the hash keys of new records routed by partition key, a window of records at a time
-/// (MD5s side by side, and the window's records stay in cache until their keys are written).
-fn hash_partition_keys(inbox: &mut [Command]) {
-    const WINDOW: usize = 64;
-    for window in inbox.chunks_mut(WINDOW) {
-        let keys: Vec<&str> = window
-            .iter()
-            .filter_map(|command| match command {
-                Command::Put(p) if p.record.explicit_hash_key.is_none() => {
-                    Some(p.record.partition_key.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let mut hashes = HashKey::from_partition_keys(&keys).into_iter();
-        for command in window {
-            if let Command::Put(p) = command
-                && p.record.explicit_hash_key.is_none()
-                && let Some(hash) = hashes.next()
-            {
-                p.hash_key = hash;
+/// Commands handled together: their partition keys are hashed side by side.
+const WINDOW: usize = 64;
+
+/// Computes the hash keys of new records routed by partition key, side by side.
+fn hash_partition_keys(window: &mut [Command]) {
+    let keys: Vec<&str> = window
+        .iter()
+        .filter_map(|command| match command {
+            Command::Put(p) if p.record.explicit_hash_key.is_none() => {
+                Some(p.record.partition_key.as_str())
             }
+            _ => None,
+        })
+        .collect();
+    let mut hashes = HashKey::from_partition_keys(&keys).into_iter();
+    for command in window {
+        if let Command::Put(p) = command
+            && p.record.explicit_hash_key.is_none()
+            && let Some(hash) = hashes.next()
+        {
+            p.hash_key = hash;
         }
     }
 }
