@@ -101,7 +101,10 @@ impl Dispatcher {
         }
         let mut closed = Vec::new();
         self.aggregator.add(p, shard, &mut closed);
-        self.enqueue(closed);
+        // Most records close nothing.
+        if !closed.is_empty() {
+            self.enqueue(closed);
+        }
     }
 }
 
