@@ -14,7 +14,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{ChildShard, Record, ShardIteratorType};
 use bytes::Bytes;
 use kinesis_format::{
-    Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, deaggregate,
+    Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate,
 };
 
 use crate::processor::ConsumerRecord;
@@ -148,10 +148,14 @@ pub(crate) fn to_user_records(
     };
     match deaggregate(&blob) {
         Deaggregated::Aggregated(subs) => {
-            for sub in subs {
-                let in_range = match (range, sub.hash_key()) {
-                    (Some(range), Ok(key)) => range.contains(key),
-                    (Some(_), Err(_)) => false,
+            // Only filtering needs them; computed for the whole aggregate at once.
+            let keys = range
+                .map(|_| SubRecord::hash_keys(&subs))
+                .unwrap_or_default();
+            for (i, sub) in subs.into_iter().enumerate() {
+                let in_range = match (range, keys.get(i)) {
+                    (Some(range), Some(Ok(key))) => range.contains(*key),
+                    (Some(_), _) => false,
                     (None, _) => true,
                 };
                 if !in_range {

@@ -30,6 +30,25 @@ impl SubRecord {
     pub fn hash_key(&self) -> Result<HashKey, HashKeyError> {
         HashKey::for_record(&self.partition_key, self.explicit_hash_key.as_deref())
     }
+
+    /// [`hash_key`](Self::hash_key) of each record, in order, with the MD5s of the partition
+    /// keys computed several at a time, side by side (see [`HashKey::from_partition_keys`]).
+    pub fn hash_keys(records: &[SubRecord]) -> Vec<Result<HashKey, HashKeyError>> {
+        let by_partition_key: Vec<&str> = records
+            .iter()
+            .filter(|r| r.explicit_hash_key.is_none())
+            .map(|r| &*r.partition_key)
+            .collect();
+        let mut hashed = HashKey::from_partition_keys(&by_partition_key).into_iter();
+        records
+            .iter()
+            .map(|r| match &r.explicit_hash_key {
+                Some(explicit) => HashKey::parse_explicit(explicit),
+                // As many hashes as records without an explicit hash key.
+                None => Ok(hashed.next().unwrap_or(HashKey::MIN)),
+            })
+            .collect()
+    }
 }
 
 /// Why a blob is not an aggregate and must be passed on as one raw user record.
@@ -148,6 +167,25 @@ mod tests {
         builder.add("beta", Some("12345"), Bytes::from_static(b"two"));
         builder.add("alpha", None, Bytes::from_static(b""));
         builder.finish()
+    }
+
+    #[test]
+    fn hash_keys_of_many_match_each_alone() {
+        let mut builder = AggregateBuilder::new();
+        for i in 0..40 {
+            let explicit = match i % 5 {
+                0 => Some("12345"),
+                1 => Some("not-a-number"),
+                _ => None,
+            };
+            builder.add(&format!("k{}", i % 7), explicit, b"x");
+        }
+        let Deaggregated::Aggregated(records) = deaggregate(&builder.finish()) else {
+            panic!("not an aggregate")
+        };
+        let alone: Vec<_> = records.iter().map(SubRecord::hash_key).collect();
+        assert_eq!(SubRecord::hash_keys(&records), alone);
+        assert!(alone.iter().any(Result::is_err) && alone.iter().any(Result::is_ok));
     }
 
     #[test]
