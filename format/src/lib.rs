@@ -2,7 +2,8 @@
 //! hash keys and sequence numbers. Pure: no async runtime, no AWS SDK, no I/O.
 //!
 //! - [`AggregateBuilder`] packs user records into one aggregated Kinesis record with exact size
-//!   accounting; [`deaggregate`] reads any blob back, passing non-aggregates through as raw.
+//!   accounting; [`deaggregate`] reads any blob back, passing non-aggregates through as raw, and
+//!   [`deaggregate_all`] reads a page of them, checking their digests side by side.
 //! - [`HashKey`] maps partition keys and explicit hash keys into the 128-bit key space;
 //!   [`HashKeyRange`] is what a shard owns.
 //! - [`SequenceNumber`] and [`ExtendedSequenceNumber`] order records within a shard.
@@ -16,7 +17,7 @@ mod sequence;
 
 pub use aggregation::{
     AggregateBuilder, DIGEST_LEN, Deaggregated, FRAMING_LEN, MAGIC, NotAggregated, SubRecord,
-    Unsealed, deaggregate,
+    Unsealed, deaggregate, deaggregate_all,
 };
 pub use error::{HashKeyError, PartitionKeyError, SequenceNumberError};
 pub use hash_key::{HashKey, HashKeyRange, MAX_PARTITION_KEY_CHARS, validate_partition_key};

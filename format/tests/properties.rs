@@ -1,7 +1,9 @@
 //! Property tests: round trips, exact size accounting, and no panic on any input.
 
 use bytes::Bytes;
-use kinesis_format::{AggregateBuilder, Deaggregated, HashKey, MAGIC, SequenceNumber, deaggregate};
+use kinesis_format::{
+    AggregateBuilder, Deaggregated, HashKey, MAGIC, SequenceNumber, deaggregate, deaggregate_all,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -85,6 +87,34 @@ proptest! {
         let i = position.index(blob.len());
         blob[i] ^= flip;
         prop_assert!(matches!(deaggregate(&Bytes::from(blob)), Deaggregated::Raw(_)));
+    }
+
+    #[test]
+    fn a_page_deaggregates_like_each_blob_alone(
+        blobs in prop::collection::vec(
+            prop_oneof![
+                // Valid aggregates, some with a byte flipped.
+                (prop::collection::vec(input(), 1..6), any::<prop::sample::Index>(), 0u8..=255)
+                    .prop_map(|(records, position, flip)| {
+                        let mut builder = AggregateBuilder::new();
+                        for r in &records {
+                            builder.add(&r.partition_key, r.explicit_hash_key.as_deref(), &r.data);
+                        }
+                        let mut blob = builder.finish().to_vec();
+                        let i = position.index(blob.len());
+                        blob[i] ^= flip;
+                        blob
+                    }),
+                // Anything, including short blobs and the bare magic.
+                prop::collection::vec(any::<u8>(), 0..64),
+                prop::collection::vec(any::<u8>(), 0..40).prop_map(|body| [&MAGIC[..], &body].concat()),
+            ],
+            0..20,
+        )
+    ) {
+        let blobs: Vec<Bytes> = blobs.into_iter().map(Bytes::from).collect();
+        let alone: Vec<Deaggregated> = blobs.iter().map(deaggregate).collect();
+        prop_assert_eq!(deaggregate_all(&blobs), alone);
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Fuzzes the deaggregator: any input must classify without panicking, sub-sequence numbers must
 //! run 0..n-1, every record's data must lie inside the input, and a decoded aggregate re-encoded
-//! from its records must decode to the same records.
+//! from its records must decode to the same records. A page of blobs (the input and its two
+//! halves) must deaggregate as each blob does alone.
 #![no_main]
 
 use bytes::Bytes;
-use kinesis_format::{AggregateBuilder, Deaggregated, deaggregate};
+use kinesis_format::{AggregateBuilder, Deaggregated, deaggregate, deaggregate_all};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
     let blob = Bytes::copy_from_slice(input);
+    let (head, tail) = (blob.slice(..blob.len() / 2), blob.slice(blob.len() / 2..));
+    let page = [blob.clone(), head, tail];
+    let alone: Vec<Deaggregated> = page.iter().map(deaggregate).collect();
+    assert_eq!(deaggregate_all(&page), alone);
     let Deaggregated::Aggregated(records) = deaggregate(&blob) else {
         return;
     };

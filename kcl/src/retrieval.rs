@@ -14,7 +14,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{ChildShard, Record, ShardIteratorType};
 use bytes::Bytes;
 use kinesis_format::{
-    Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate,
+    Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate_all,
 };
 
 use crate::processor::ConsumerRecord;
@@ -117,27 +117,71 @@ pub(crate) struct Skipped {
     pub(crate) before_resume: usize,
 }
 
-/// The user records of one Kinesis record: deaggregated, filtered to `range`, and only those
-/// after `resume_after`. Takes the record so its data becomes the user records' buffer uncopied.
+/// A Kinesis record's fields, taken apart for deaggregation.
+struct Received {
+    sequence: SequenceNumber,
+    arrival: Option<SystemTime>,
+    partition_key: String,
+}
+
+/// The user records of a page of Kinesis records, in order: deaggregated (the page's digests
+/// checked side by side), filtered to `range`, and only those after `resume_after`. Takes the
+/// records so that their data become the user records' buffers uncopied.
 pub(crate) fn to_user_records(
-    record: Record,
+    records: Vec<Record>,
     range: Option<HashKeyRange>,
     resume_after: Option<&ExtendedSequenceNumber>,
     out: &mut Vec<ConsumerRecord>,
     skipped: &mut Skipped,
 ) {
-    let Ok(sequence) = SequenceNumber::parse(record.sequence_number()) else {
-        tracing::warn!(
-            sequence = record.sequence_number(),
-            "record with an invalid sequence number skipped"
+    let mut received = Vec::with_capacity(records.len());
+    let mut blobs = Vec::with_capacity(records.len());
+    for record in records {
+        let Ok(sequence) = SequenceNumber::parse(record.sequence_number()) else {
+            tracing::warn!(
+                sequence = record.sequence_number(),
+                "record with an invalid sequence number skipped"
+            );
+            continue;
+        };
+        received.push(Received {
+            sequence,
+            arrival: record
+                .approximate_arrival_timestamp()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            partition_key: record.partition_key,
+        });
+        blobs.push(Bytes::from(record.data.into_inner()));
+    }
+    let deaggregated = deaggregate_all(&blobs);
+    for ((record, blob), deaggregated) in received.into_iter().zip(blobs).zip(deaggregated) {
+        user_records_of(
+            record,
+            blob,
+            deaggregated,
+            range,
+            resume_after,
+            out,
+            skipped,
         );
-        return;
-    };
-    let arrival = record
-        .approximate_arrival_timestamp()
-        .and_then(|t| SystemTime::try_from(*t).ok());
-    let partition_key = record.partition_key;
-    let blob = Bytes::from(record.data.into_inner());
+    }
+}
+
+/// The user records of one deaggregated Kinesis record (see [`to_user_records`]).
+fn user_records_of(
+    record: Received,
+    blob: Bytes,
+    deaggregated: Deaggregated,
+    range: Option<HashKeyRange>,
+    resume_after: Option<&ExtendedSequenceNumber>,
+    out: &mut Vec<ConsumerRecord>,
+    skipped: &mut Skipped,
+) {
+    let Received {
+        sequence,
+        arrival,
+        partition_key,
+    } = record;
     let keep = |sub: u64, skipped: &mut Skipped| {
         let after =
             resume_after.is_none_or(|r| ExtendedSequenceNumber::new(sequence.clone(), sub) > *r);
@@ -146,7 +190,7 @@ pub(crate) fn to_user_records(
         }
         after
     };
-    match deaggregate(&blob) {
+    match deaggregated {
         Deaggregated::Aggregated(subs) => {
             // Only filtering needs them; computed for the whole aggregate at once.
             let keys = range
@@ -215,7 +259,7 @@ mod tests {
         let r = record("100", "a", b.finish().to_vec());
         let range = HashKeyRange::new(HashKey(0), HashKey(99));
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
-        to_user_records(r, range, None, &mut out, &mut skipped);
+        to_user_records(vec![r], range, None, &mut out, &mut skipped);
         let data: Vec<&[u8]> = out.iter().map(|c| &c.data[..]).collect();
         assert_eq!(data, [&b"in-1"[..], &b"in-2"[..]]);
         assert_eq!(
@@ -234,7 +278,7 @@ mod tests {
         let r = record("100", "a", b.finish().to_vec());
         let resume = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 2);
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
-        to_user_records(r, None, Some(&resume), &mut out, &mut skipped);
+        to_user_records(vec![r], None, Some(&resume), &mut out, &mut skipped);
         let subs: Vec<u64> = out.iter().map(|c| c.sub_sequence_number).collect();
         assert_eq!(subs, [3, 4]);
         assert_eq!(skipped.before_resume, 3);
@@ -243,14 +287,10 @@ mod tests {
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
         let at = ExtendedSequenceNumber::new(SequenceNumber::parse("100").unwrap(), 0);
         to_user_records(
-            record("100", "a", b"raw".to_vec()),
-            None,
-            Some(&at),
-            &mut out,
-            &mut skipped,
-        );
-        to_user_records(
-            record("101", "a", b"raw".to_vec()),
+            vec![
+                record("100", "a", b"raw".to_vec()),
+                record("101", "a", b"raw".to_vec()),
+            ],
             None,
             Some(&at),
             &mut out,
@@ -261,23 +301,49 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupted_aggregate_is_delivered_raw() {
+    fn a_corrupted_aggregate_is_delivered_raw_in_its_place_in_the_page() {
         let mut b = AggregateBuilder::new();
         b.add("k", None, Bytes::from_static(b"one"));
         b.add("k", None, Bytes::from_static(b"two"));
-        let mut blob = b.finish().to_vec();
-        *blob.last_mut().unwrap() ^= 1;
+        let good = b.finish().to_vec();
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
         let (mut out, mut skipped) = (Vec::new(), Skipped::default());
         to_user_records(
-            record("7", "outer", blob.clone()),
+            vec![
+                record("7", "outer", bad.clone()),
+                record("8", "outer", good.clone()),
+                record("not-a-number", "outer", good.clone()),
+                record("9", "outer", good),
+            ],
             None,
             None,
             &mut out,
             &mut skipped,
         );
-        assert_eq!(out.len(), 1);
-        assert!(!out[0].aggregated);
+        let got: Vec<(&str, u64, bool)> = out
+            .iter()
+            .map(|c| {
+                (
+                    c.sequence_number.as_str(),
+                    c.sub_sequence_number,
+                    c.aggregated,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("7", 0, false),
+                ("8", 0, true),
+                ("8", 1, true),
+                ("9", 0, true),
+                ("9", 1, true)
+            ],
+            "the invalid sequence number is skipped, the rest keep their order"
+        );
         assert_eq!(&*out[0].partition_key, "outer");
-        assert_eq!(&out[0].data[..], &blob[..]);
+        assert_eq!(&out[0].data[..], &bad[..]);
+        assert_eq!(&out[2].data[..], b"two");
     }
 }

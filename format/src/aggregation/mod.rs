@@ -16,7 +16,7 @@ mod decode;
 mod encode;
 mod size;
 
-pub use decode::{Deaggregated, NotAggregated, SubRecord, deaggregate};
+pub use decode::{Deaggregated, NotAggregated, SubRecord, deaggregate, deaggregate_all};
 pub use encode::{AggregateBuilder, Unsealed};
 
 /// The four bytes every aggregated record starts with.

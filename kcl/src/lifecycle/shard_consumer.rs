@@ -253,15 +253,13 @@ impl ShardConsumer {
         let mut skipped = Skipped::default();
         // The records move out (their data becomes the user records' buffers); the batch keeps
         // its read-ahead capacity until it is dropped after processing.
-        for record in std::mem::take(&mut batch.records) {
-            to_user_records(
-                record,
-                range,
-                resume_after.as_ref(),
-                &mut user,
-                &mut skipped,
-            );
-        }
+        to_user_records(
+            std::mem::take(&mut batch.records),
+            range,
+            resume_after.as_ref(),
+            &mut user,
+            &mut skipped,
+        );
         if skipped.out_of_range > 0 {
             tracing::debug!(shard = %shard_id, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
         }
