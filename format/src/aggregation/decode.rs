@@ -34,20 +34,25 @@ impl SubRecord {
     /// [`hash_key`](Self::hash_key) of each record, in order, with the MD5s of the partition
     /// keys computed several at a time, side by side (see [`HashKey::from_partition_keys`]).
     pub fn hash_keys(records: &[SubRecord]) -> Vec<Result<HashKey, HashKeyError>> {
-        let by_partition_key: Vec<&str> = records
+        let (at, keys): (Vec<usize>, Vec<&str>) = records
             .iter()
-            .filter(|r| r.explicit_hash_key.is_none())
-            .map(|r| &*r.partition_key)
-            .collect();
-        let mut hashed = HashKey::from_partition_keys(&by_partition_key).into_iter();
-        records
+            .enumerate()
+            .filter(|(_, r)| r.explicit_hash_key.is_none())
+            .map(|(i, r)| (i, &*r.partition_key))
+            .unzip();
+        // Explicit hash keys parsed, the others filled in below.
+        let mut out: Vec<Result<HashKey, HashKeyError>> = records
             .iter()
-            .map(|r| match &r.explicit_hash_key {
-                Some(explicit) => HashKey::parse_explicit(explicit),
-                // As many hashes as records without an explicit hash key.
-                None => Ok(hashed.next().unwrap_or(HashKey::MIN)),
+            .map(|r| {
+                r.explicit_hash_key
+                    .as_deref()
+                    .map_or(Ok(HashKey::MIN), HashKey::parse_explicit)
             })
-            .collect()
+            .collect();
+        for (i, hash) in at.into_iter().zip(HashKey::from_partition_keys(&keys)) {
+            out[i] = Ok(hash);
+        }
+        out
     }
 }
 
@@ -99,22 +104,22 @@ pub fn deaggregate(blob: &Bytes) -> Deaggregated {
 /// several at a time, side by side: for a page of aggregates from one GetRecords call, the
 /// digest checks cost about a third of what they cost one by one.
 pub fn deaggregate_all(blobs: &[Bytes]) -> Vec<Deaggregated> {
-    let framed: Vec<Result<Bytes, NotAggregated>> = blobs.iter().map(framing).collect();
-    let bodies: Vec<&[u8]> = framed.iter().filter_map(|f| f.as_deref().ok()).collect();
-    let mut digests = crate::md5_lanes::digest_each(&bodies).into_iter();
-    blobs
+    let mut checked: Vec<Result<Bytes, NotAggregated>> = blobs.iter().map(framing).collect();
+    let (at, bodies): (Vec<usize>, Vec<&[u8]>) = checked
         .iter()
-        .zip(framed)
-        .map(|(blob, framed)| {
-            let checked = framed.and_then(|body| {
-                // One digest per framed body, in order.
-                let digest = digests.next().ok_or(NotAggregated::DigestMismatch)?;
-                check_digest(blob, body, digest)
-            });
-            match checked.and_then(parse_body) {
-                Ok(records) => Deaggregated::Aggregated(records),
-                Err(reason) => Deaggregated::Raw(reason),
-            }
+        .enumerate()
+        .filter_map(|(i, framed)| framed.as_deref().ok().map(|body| (i, body)))
+        .unzip();
+    let digests = crate::md5_lanes::digest_each(&bodies);
+    for (i, digest) in at.into_iter().zip(digests) {
+        let framed = std::mem::replace(&mut checked[i], Err(NotAggregated::NoBody));
+        checked[i] = framed.and_then(|body| check_digest(&blobs[i], body, digest));
+    }
+    checked
+        .into_iter()
+        .map(|body| match body.and_then(parse_body) {
+            Ok(records) => Deaggregated::Aggregated(records),
+            Err(reason) => Deaggregated::Raw(reason),
         })
         .collect()
 }

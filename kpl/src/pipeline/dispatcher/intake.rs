@@ -12,26 +12,23 @@ impl Dispatcher {
         let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
         // One clock read for the batch: they all arrived by now.
         let now = Instant::now();
-        // A window at a time: its partition keys are hashed together, and its records are
-        // still in cache when they are routed.
         for window in inbox.chunks_mut(WINDOW) {
             hash_partition_keys(window);
-            for slot in window {
-                match std::mem::replace(slot, Command::Flush) {
-                    Command::Put(p) => self.on_put(p, now, &mut run),
-                    Command::Flush => self.flushing = true,
-                    Command::FlushAndWait(done) => {
-                        self.flushing = true;
-                        self.epochs.wait(done);
-                    }
-                    Command::Shutdown => {
-                        self.shutting_down = true;
-                        self.flushing = true;
-                    }
+        }
+        for command in inbox.drain(..) {
+            match command {
+                Command::Put(p) => self.on_put(p, now, &mut run),
+                Command::Flush => self.flushing = true,
+                Command::FlushAndWait(done) => {
+                    self.flushing = true;
+                    self.epochs.wait(done);
+                }
+                Command::Shutdown => {
+                    self.shutting_down = true;
+                    self.flushing = true;
                 }
             }
         }
-        inbox.clear();
         self.end_run(run);
     }
 
@@ -113,21 +110,19 @@ const WINDOW: usize = 64;
 
 /// Computes the hash keys of new records routed by partition key, side by side.
 fn hash_partition_keys(window: &mut [Command]) {
-    let keys: Vec<&str> = window
+    let (at, keys): (Vec<usize>, Vec<&str>) = window
         .iter()
-        .filter_map(|command| match command {
+        .enumerate()
+        .filter_map(|(i, command)| match command {
             Command::Put(p) if p.record.explicit_hash_key.is_none() => {
-                Some(p.record.partition_key.as_str())
+                Some((i, p.record.partition_key.as_str()))
             }
             _ => None,
         })
-        .collect();
-    let mut hashes = HashKey::from_partition_keys(&keys).into_iter();
-    for command in window {
-        if let Command::Put(p) = command
-            && p.record.explicit_hash_key.is_none()
-            && let Some(hash) = hashes.next()
-        {
+        .unzip();
+    let hashes = HashKey::from_partition_keys(&keys);
+    for (i, hash) in at.into_iter().zip(hashes) {
+        if let Command::Put(p) = &mut window[i] {
             p.hash_key = hash;
         }
     }
