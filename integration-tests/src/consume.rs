@@ -106,7 +106,7 @@ struct Recorder {
 
 #[async_trait]
 impl RecordProcessor for Recorder {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         let (worker, shard) = (self.worker.clone(), self.shard.clone());
         let records = input.records;
         let checkpoint = input.checkpointer.checkpoint().await;
@@ -120,30 +120,35 @@ impl RecordProcessor for Recorder {
         if let Err(e) = checkpoint {
             eprintln!("[{}] checkpoint of {} failed: {e}", self.worker, self.shard);
         }
+        Ok(())
     }
 
-    async fn initialize(&mut self, _input: kcl::InitializeInput) {
+    async fn initialize(&mut self, _input: kcl::InitializeInput) -> kcl::ProcessorResult {
         let shard = self.shard.clone();
         self.log.update(|log| log.initialized.push(shard));
+        Ok(())
     }
 
-    async fn lease_lost(&mut self) {
+    async fn lease_lost(&mut self) -> kcl::ProcessorResult {
         let shard = self.shard.clone();
         self.log.update(|log| log.lease_lost.push(shard));
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         checkpointer
             .checkpoint()
             .await
             .expect("checkpoint SHARD_END");
         let shard = self.shard.clone();
         self.log.update(|log| log.shard_ended.push(shard));
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) {
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
         let shard = self.shard.clone();
         self.log.update(|log| log.shutdown_requested.push(shard));
+        Ok(())
     }
 }

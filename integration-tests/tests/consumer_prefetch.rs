@@ -22,13 +22,15 @@ struct Stuck {
 
 #[async_trait]
 impl RecordProcessor for Stuck {
-    async fn process_records(&mut self, _input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, _input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         self.started.notify_one();
         let _ = self.release.acquire().await.map(|p| p.forget());
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

@@ -40,7 +40,7 @@ struct Forgetful {
 
 #[async_trait]
 impl RecordProcessor for Forgetful {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         if !input.records.is_empty() {
             self.seen
                 .shards_with_records
@@ -49,9 +49,10 @@ impl RecordProcessor for Forgetful {
                 .push(self.shard.clone());
         }
         let _ = input.checkpointer.checkpoint().await;
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, _checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, _checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         // Forgets to checkpoint SHARD_END.
         self.seen
             .shard_ended_calls
@@ -59,6 +60,7 @@ impl RecordProcessor for Forgetful {
             .expect("seen")
             .push(self.shard.clone());
         self.seen.changed.notify_waiters();
+        Ok(())
     }
 }
 

@@ -5,7 +5,23 @@
 
 use std::collections::HashMap;
 
-use crate::leases::{CheckpointPosition, Lease};
+use crate::leases::{CheckpointPosition, Lease, LeaseStore};
+
+/// Deletes the leases of finished shards whose children have started.
+pub(crate) async fn run(store: &dyn LeaseStore) {
+    let leases = match store.list().await {
+        Ok(leases) => leases,
+        Err(e) => return tracing::warn!(error = %e, "lease cleanup could not list leases"),
+    };
+    for key in deletable(&leases) {
+        match store.delete(&key).await {
+            Ok(()) => {
+                tracing::info!(lease = %key, "deleted the lease of a finished shard whose children have started")
+            }
+            Err(e) => tracing::warn!(lease = %key, error = %e, "lease cleanup failed"),
+        }
+    }
+}
 
 /// The keys of the leases that can be deleted now.
 pub(crate) fn deletable(leases: &[Lease]) -> Vec<String> {

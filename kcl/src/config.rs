@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use kinesis_retry::BackoffConfig;
+
 /// Where a shard without a checkpoint starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -31,6 +33,22 @@ pub struct WorkerConfig {
     pub(crate) shard_sync_interval: Duration,
     pub(crate) parent_poll_interval: Duration,
     pub(crate) lease_cleanup_interval: Duration,
+    pub(crate) lease_call_timeout: Duration,
+    pub(crate) kinesis_call_timeout: Duration,
+    pub(crate) failure_backoff_base: Duration,
+    pub(crate) failure_backoff_max: Duration,
+    pub(crate) resume_own_leases_at_start: bool,
+}
+
+/// A setting a worker cannot run with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[error("invalid worker setting {setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting's name (its `WorkerConfig` method).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +69,11 @@ impl Default for WorkerConfig {
             shard_sync_interval: Duration::from_secs(60),
             parent_poll_interval: Duration::from_secs(10),
             lease_cleanup_interval: Duration::from_secs(300),
+            lease_call_timeout: Duration::from_secs(5),
+            kinesis_call_timeout: Duration::from_secs(10),
+            failure_backoff_base: Duration::from_secs(1),
+            failure_backoff_max: Duration::from_secs(60),
+            resume_own_leases_at_start: true,
         }
     }
 }
@@ -156,8 +179,134 @@ impl WorkerConfig {
         self
     }
 
+    /// The limit on each DynamoDB call (each attempt; up to 3 attempts for throttled or
+    /// transient failures). Default 5 s.
+    pub fn lease_call_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_call_timeout = timeout;
+        self
+    }
+
+    /// The limit on each Kinesis call (GetRecords, GetShardIterator, ListShards,
+    /// DescribeStreamSummary; each attempt). Default 10 s.
+    pub fn kinesis_call_timeout(mut self, timeout: Duration) -> Self {
+        self.kinesis_call_timeout = timeout;
+        self
+    }
+
+    /// The back-off before a shard whose processor failed (returned an error or panicked)
+    /// restarts from its last checkpoint: a jittered delay whose cap starts at `base` and doubles
+    /// per consecutive failure up to `max`. Default 1 s up to 60 s.
+    pub fn failure_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.failure_backoff_base = base;
+        self.failure_backoff_max = max;
+        self
+    }
+
+    /// Whether a worker, when it starts, at once takes back the unfinished leases that the lease
+    /// table shows owned by its own worker id (left by an earlier process with the same id that
+    /// was killed), as the Java KCL does. Default true: a restart with a stable id (host or pod
+    /// name) resumes within seconds. With false, such leases are taken like any other expired
+    /// lease, after the failover time: safer if two live processes could share an id by
+    /// mistake. Either way, a lease owned by this id that this process does not hold is
+    /// takeable once expired.
+    pub fn resume_own_leases_at_start(mut self, resume: bool) -> Self {
+        self.resume_own_leases_at_start = resume;
+        self
+    }
+
+    /// Checks every setting; [`crate::Worker::run`] calls it first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting: &'static str, problem: &str| {
+            Err(ConfigError {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.worker_id.trim().is_empty() {
+            return bad("worker_id", "must not be empty");
+        }
+        for (setting, value) in [
+            ("failover_time", self.failover_time),
+            ("renew_interval", self.renew_interval),
+            ("take_interval", self.take_interval),
+            ("shard_sync_interval", self.shard_sync_interval),
+            ("parent_poll_interval", self.parent_poll_interval),
+            ("lease_cleanup_interval", self.lease_cleanup_interval),
+            ("lease_call_timeout", self.lease_call_timeout),
+            ("kinesis_call_timeout", self.kinesis_call_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(setting, "must be greater than zero");
+            }
+        }
+        if self.renew_interval >= self.failover_time {
+            return Err(ConfigError {
+                setting: "renew_interval",
+                problem: format!(
+                    "{:?} must be shorter than the failover time ({:?}), or leases expire between renewals (default: a third of it)",
+                    self.renew_interval, self.failover_time
+                ),
+            });
+        }
+        if self.max_leases_per_worker == 0 {
+            return bad("max_leases_per_worker", "must be at least 1");
+        }
+        if let Err(e) = BackoffConfig::new(self.failure_backoff_base, self.failure_backoff_max) {
+            return bad("failure_backoff", &e.to_string());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn failure_backoff_config(&self) -> BackoffConfig {
+        BackoffConfig::new(self.failure_backoff_base, self.failure_backoff_max)
+            .expect("validated before the worker runs")
+    }
+
     /// The worker id in use.
     pub fn get_worker_id(&self) -> &str {
         &self.worker_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_panic_or_stall_are_refused_with_their_name() {
+        assert_eq!(WorkerConfig::default().validate(), Ok(()));
+        let err = WorkerConfig::default()
+            .failover_time(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "failover_time");
+        let err = WorkerConfig::default()
+            .renew_interval(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "renew_interval");
+        let err = WorkerConfig::default()
+            .renew_interval(Duration::from_secs(10))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("shorter than the failover time"),
+            "{err}"
+        );
+        let err = WorkerConfig::default()
+            .worker_id(" ")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "worker_id");
+        let err = WorkerConfig::default()
+            .failure_backoff(Duration::from_secs(2), Duration::from_secs(1))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "failure_backoff");
+        let err = WorkerConfig::default()
+            .lease_call_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "lease_call_timeout");
     }
 }

@@ -14,10 +14,12 @@ mod stream;
 mod worker;
 
 pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
-pub use config::{InitialPosition, WorkerConfig};
+pub use config::{ConfigError, InitialPosition, WorkerConfig};
+pub use kinesis_retry::{AwsError, AwsErrorKind, Class};
 pub use lifecycle::ShardState;
 pub use processor::{
-    ConsumerRecord, InitializeInput, ProcessRecordsInput, RecordProcessor, RecordProcessorFactory,
+    ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
+    RecordProcessor, RecordProcessorFactory,
 };
 pub use stream::StreamRef;
 pub use worker::{ShutdownHandle, Worker, WorkerError};

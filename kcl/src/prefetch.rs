@@ -3,19 +3,22 @@
 //! a batch's capacity returns when the processor is done with it).
 //!
 //! The fetcher owns the shard iterator: it refreshes an expired one after the last record it
-//! fetched, backs off on throttling, pauses when caught up, and stops at the shard's end.
+//! fetched, backs off (jittered, growing) on throttled and transient failures, pauses when caught
+//! up, and stops at the shard's end or at a fatal failure, which it hands to the consumer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::{ChildShard, Record};
+use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::retrieval::{Fetched, Start, get_records, shard_iterator};
 use crate::stream::StreamRef;
 
-const GET_RECORDS_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many GetRecords answers wait for the processor, whatever their size.
 const MAX_BATCHES_AHEAD: usize = 64;
 
@@ -42,7 +45,7 @@ pub(crate) struct Prefetched {
 /// The receiving end; dropping it stops the fetcher.
 #[derive(Debug)]
 pub(crate) struct Prefetcher {
-    batches: mpsc::Receiver<Prefetched>,
+    batches: mpsc::Receiver<Result<Prefetched, AwsError>>,
     task: JoinHandle<()>,
 }
 
@@ -67,8 +70,9 @@ impl Prefetcher {
         Prefetcher { batches, task }
     }
 
-    /// The next batch; `None` when the fetcher has stopped (only after the shard's end batch).
-    pub(crate) async fn next(&mut self) -> Option<Prefetched> {
+    /// The next batch, or the fatal failure that stopped the fetcher; `None` when it has stopped
+    /// (after the shard's end batch, or when an iterator expired before any record was read).
+    pub(crate) async fn next(&mut self) -> Option<Result<Prefetched, AwsError>> {
         self.batches.recv().await
     }
 }
@@ -79,28 +83,25 @@ async fn fetch(
     shard_id: String,
     mut iterator: String,
     limits: PrefetchLimits,
-    tx: mpsc::Sender<Prefetched>,
+    tx: mpsc::Sender<Result<Prefetched, AwsError>>,
 ) {
     let record_permits = Arc::new(Semaphore::new(limits.max_records.max(1)));
     let byte_permits = Arc::new(Semaphore::new(limits.max_bytes.max(1)));
     let mut last_fetched: Option<String> = None;
-    let mut backoff = limits.idle_time.max(Duration::from_millis(100));
+    let base = limits.idle_time.max(Duration::from_millis(100));
+    let mut backoff = Backoff::new(
+        BackoffConfig::new(base, base.max(Duration::from_secs(10))).expect("base > 0"),
+    );
+    let mut rng = StdRng::from_rng(&mut rand::rng());
     loop {
-        match get_records(
-            &kinesis,
-            &iterator,
-            limits.records_per_call,
-            GET_RECORDS_TIMEOUT,
-        )
-        .await
-        {
+        match get_records(&kinesis, &iterator, limits.records_per_call).await {
             Fetched::Batch {
                 records,
                 next,
                 millis_behind_latest,
                 children,
             } => {
-                backoff = limits.idle_time.max(Duration::from_millis(100));
+                backoff.reset();
                 let count = records.len().min(limits.max_records).max(1);
                 let bytes: usize = records.iter().map(|r| r.data().as_ref().len()).sum();
                 let bytes = bytes.clamp(1, limits.max_bytes);
@@ -130,7 +131,7 @@ async fn fetch(
                     _records: Some(record_permit),
                     _bytes: Some(byte_permit),
                 };
-                if tx.send(batch).await.is_err() {
+                if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
                 match next {
@@ -151,21 +152,30 @@ async fn fetch(
                 };
                 match shard_iterator(&kinesis, &stream, &shard_id, &start).await {
                     Ok(it) => iterator = it,
+                    Err(e) if e.class() == Class::Fatal => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                     Err(e) => {
-                        tracing::warn!(shard = %shard_id, error = %e, "refreshing an expired iterator failed");
-                        tokio::time::sleep(backoff).await;
+                        tracing::warn!(shard = %shard_id, error = %e, "refreshing an expired iterator failed; retrying");
+                        tokio::time::sleep(backoff.next_delay(&mut rng)).await;
                     }
                 }
             }
-            Fetched::Throttled => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Fetched::Failed(e) => {
-                tracing::warn!(shard = %shard_id, error = %e, "GetRecords failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+            Fetched::Failed(e) => match e.class() {
+                Class::Fatal => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                Class::Throttled => {
+                    tracing::debug!(shard = %shard_id, error = %e, "GetRecords throttled; backing off");
+                    tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+                }
+                Class::Transient => {
+                    tracing::warn!(shard = %shard_id, error = %e, "GetRecords failed; retrying");
+                    tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+                }
+            },
         }
     }
 }

@@ -7,6 +7,13 @@
 //! - `shard_ended`: the shard was read to its end; the processor MUST checkpoint, or the shard's
 //!   children never start;
 //! - `shutdown_requested`: the worker is shutting down gracefully; the processor may checkpoint.
+//!
+//! Failures: when `initialize`, `process_records` or `shard_ended` returns an error or panics, the
+//! error is logged with the shard, the processor is dropped (no further calls), and the shard
+//! restarts from its last checkpoint with a new processor after a back-off that grows while the
+//! shard keeps failing (at-least-once: records after the checkpoint are delivered again). The
+//! lease stays with this worker meanwhile. An error from `lease_lost` or `shutdown_requested` is
+//! logged; the shard stops either way.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,27 +73,38 @@ pub struct ProcessRecordsInput<'a> {
     pub checkpointer: &'a Checkpointer,
 }
 
+/// What a processor's call returns: an error asks for the shard to restart from its last
+/// checkpoint (see the module documentation).
+pub type ProcessorResult = Result<(), ProcessorError>;
+
+/// Any error a processor wants to report.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// The application's per-shard logic.
 #[async_trait]
 pub trait RecordProcessor: Send + 'static {
     /// Called once before any records.
-    async fn initialize(&mut self, input: InitializeInput) {
+    async fn initialize(&mut self, input: InitializeInput) -> ProcessorResult {
         let _ = input;
+        Ok(())
     }
 
     /// A batch of records, in (sequence, sub-sequence) order.
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>);
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> ProcessorResult;
 
     /// This worker lost the lease: stop; checkpoints would fail.
-    async fn lease_lost(&mut self) {}
+    async fn lease_lost(&mut self) -> ProcessorResult {
+        Ok(())
+    }
 
     /// The shard has no more records: checkpoint (`checkpointer.checkpoint()`), or the shard's
     /// children never start.
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer);
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult;
 
     /// The worker is shutting down gracefully: a last chance to checkpoint.
-    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) {
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
         let _ = checkpointer;
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{ChildShard, Record, ShardIteratorType};
@@ -17,8 +17,41 @@ use kinesis_format::{
     Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate_all,
 };
 
+use kinesis_retry::{AwsError, BackoffConfig, RetryPolicy, retry};
+
 use crate::processor::ConsumerRecord;
 use crate::stream::{StreamRef, with_stream};
+
+/// Attempts for Kinesis control calls (GetShardIterator, ListShards, DescribeStreamSummary):
+/// throttled and transient failures are retried with jittered back-off; the SDK's own retries
+/// are off, so they do not multiply.
+pub(crate) fn control_policy() -> RetryPolicy {
+    RetryPolicy::new(
+        4,
+        BackoffConfig::new(Duration::from_millis(100), Duration::from_secs(2)).expect("valid"),
+    )
+}
+
+/// `client` with the SDK's retries off and every call limited to `timeout`.
+pub(crate) fn configure(
+    client: &aws_sdk_kinesis::Client,
+    timeout: Duration,
+) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+    let config = client
+        .config()
+        .to_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(timeout)
+                .operation_attempt_timeout(timeout)
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
 
 /// Where to start reading a shard.
 #[derive(Clone, Debug)]
@@ -36,7 +69,7 @@ pub(crate) async fn shard_iterator(
     stream: &StreamRef,
     shard_id: &str,
     start: &Start,
-) -> Result<String, String> {
+) -> Result<String, AwsError> {
     let request = with_stream!(kinesis.get_shard_iterator(), stream).shard_id(shard_id);
     let request = match start {
         Start::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
@@ -51,13 +84,22 @@ pub(crate) async fn shard_iterator(
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
             .starting_sequence_number(seq),
     };
-    let output = request
-        .send()
-        .await
-        .map_err(|e| format!("GetShardIterator {shard_id}: {}", DisplayErrorContext(e)))?;
-    output
-        .shard_iterator
-        .ok_or_else(|| format!("GetShardIterator {shard_id}: no iterator"))
+    let output = retry(control_policy(), AwsError::class, || async {
+        request
+            .clone()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Kinesis GetShardIterator", e))
+    })
+    .await?;
+    output.shard_iterator.ok_or_else(|| {
+        AwsError::new(
+            "Kinesis GetShardIterator",
+            kinesis_retry::AwsErrorKind::Other {
+                message: format!("no iterator for {shard_id}"),
+            },
+        )
+    })
 }
 
 /// One GetRecords answer.
@@ -72,26 +114,22 @@ pub(crate) enum Fetched {
     },
     /// The iterator is older than 5 minutes: get a new one.
     Expired,
-    /// Over the shard's read limits: back off.
-    Throttled,
-    Failed(String),
+    /// Failed: throttled, transient or fatal as its class says.
+    Failed(AwsError),
 }
 
+/// One GetRecords call (its timeout is the client's).
 pub(crate) async fn get_records(
     kinesis: &aws_sdk_kinesis::Client,
     iterator: &str,
     limit: i32,
-    timeout: Duration,
 ) -> Fetched {
-    let call = kinesis
+    let result = kinesis
         .get_records()
         .shard_iterator(iterator)
         .limit(limit)
-        .send();
-    let result = match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => return Fetched::Failed("GetRecords timed out".into()),
-    };
+        .send()
+        .await;
     match result {
         Ok(out) => Fetched::Batch {
             millis_behind_latest: out.millis_behind_latest,
@@ -99,12 +137,12 @@ pub(crate) async fn get_records(
             children: out.child_shards.unwrap_or_default(),
             records: out.records,
         },
-        Err(SdkError::ServiceError(e)) => match e.err() {
-            GetRecordsError::ExpiredIteratorException(_) => Fetched::Expired,
-            GetRecordsError::ProvisionedThroughputExceededException(_) => Fetched::Throttled,
-            other => Fetched::Failed(format!("GetRecords: {other:?}")),
-        },
-        Err(e) => Fetched::Failed(format!("GetRecords: {}", DisplayErrorContext(e))),
+        Err(SdkError::ServiceError(e))
+            if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) =>
+        {
+            Fetched::Expired
+        }
+        Err(e) => Fetched::Failed(AwsError::from_sdk("Kinesis GetRecords", e)),
     }
 }
 

@@ -43,7 +43,8 @@ pub enum AwsErrorKind {
 #[derive(Debug)]
 pub struct AwsError {
     operation: &'static str,
-    kind: AwsErrorKind,
+    /// Boxed: errors travel inside other errors' `Result`s, which stay small.
+    kind: Box<AwsErrorKind>,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -52,7 +53,7 @@ impl AwsError {
     pub fn new(operation: &'static str, kind: AwsErrorKind) -> Self {
         AwsError {
             operation,
-            kind,
+            kind: Box::new(kind),
             source: None,
         }
     }
@@ -93,7 +94,7 @@ impl AwsError {
         };
         AwsError {
             operation,
-            kind,
+            kind: Box::new(kind),
             source: Some(Box::new(err)),
         }
     }
@@ -110,7 +111,7 @@ impl AwsError {
 
     /// The service's error code, when the service answered.
     pub fn code(&self) -> Option<&str> {
-        match &self.kind {
+        match &*self.kind {
             AwsErrorKind::Service { code, .. } => Some(code),
             _ => None,
         }
@@ -128,7 +129,7 @@ impl AwsError {
 
     /// Throttled, transient or fatal.
     pub fn class(&self) -> Class {
-        match &self.kind {
+        match &*self.kind {
             AwsErrorKind::Timeout | AwsErrorKind::Connection { .. } => Class::Transient,
             AwsErrorKind::Service { code, status, .. } => classify(code, *status),
             AwsErrorKind::Other { .. } => Class::Fatal,
@@ -139,7 +140,7 @@ impl AwsError {
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let op = self.operation;
-        match &self.kind {
+        match &*self.kind {
             AwsErrorKind::Timeout => write!(f, "{op}: no answer within the call's timeout"),
             AwsErrorKind::Connection { message } => write!(f, "{op}: connection failed: {message}"),
             AwsErrorKind::Service {

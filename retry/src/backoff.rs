@@ -135,7 +135,10 @@ mod tests {
                 largest = largest.max(d);
             }
             // Full jitter spreads over the whole range: the largest of 200 draws is near the cap.
-            assert!(largest >= Duration::from_millis(cap * 8 / 10), "step {step}");
+            assert!(
+                largest >= Duration::from_millis(cap * 8 / 10),
+                "step {step}"
+            );
         }
     }
 

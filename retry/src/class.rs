@@ -94,11 +94,17 @@ mod tests {
         assert_eq!(classify("InternalFailure", Some(500)), Class::Transient);
         assert_eq!(classify("Whatever", Some(503)), Class::Transient);
         assert_eq!(classify("Whatever", None), Class::Transient);
-        assert_eq!(classify("ResourceNotFoundException", Some(400)), Class::Fatal);
+        assert_eq!(
+            classify("ResourceNotFoundException", Some(400)),
+            Class::Fatal
+        );
         assert_eq!(classify("AccessDeniedException", Some(400)), Class::Fatal);
         assert_eq!(classify("NewClientError", Some(400)), Class::Fatal);
         assert_eq!(classify("Unknown", Some(429)), Class::Throttled);
         assert_eq!(classify("Unknown", Some(408)), Class::Transient);
-        assert_eq!(classify("LimitExceededException", Some(400)), Class::Throttled);
+        assert_eq!(
+            classify("LimitExceededException", Some(400)),
+            Class::Throttled
+        );
     }
 }

@@ -96,11 +96,15 @@ mod tests {
     async fn transient_failures_are_retried_until_success() {
         let calls = Cell::new(0);
         let started = tokio::time::Instant::now();
-        let result: Result<u32, Class> = retry(policy(5), |c| *c, || {
-            calls.set(calls.get() + 1);
-            let n = calls.get();
-            async move { if n < 3 { Err(Class::Transient) } else { Ok(n) } }
-        })
+        let result: Result<u32, Class> = retry(
+            policy(5),
+            |c| *c,
+            || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move { if n < 3 { Err(Class::Transient) } else { Ok(n) } }
+            },
+        )
         .await;
         assert_eq!(result, Ok(3));
         // Two back-offs of at most 100 ms and 200 ms.
@@ -110,18 +114,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fatal_failures_stop_at_once_and_attempts_are_bounded() {
         let calls = Cell::new(0);
-        let result: Result<(), Class> = retry(policy(5), |c| *c, || {
-            calls.set(calls.get() + 1);
-            async { Err(Class::Fatal) }
-        })
+        let result: Result<(), Class> = retry(
+            policy(5),
+            |c| *c,
+            || {
+                calls.set(calls.get() + 1);
+                async { Err(Class::Fatal) }
+            },
+        )
         .await;
         assert_eq!((result, calls.get()), (Err(Class::Fatal), 1));
 
         calls.set(0);
-        let result: Result<(), Class> = retry(policy(4), |c| *c, || {
-            calls.set(calls.get() + 1);
-            async { Err(Class::Throttled) }
-        })
+        let result: Result<(), Class> = retry(
+            policy(4),
+            |c| *c,
+            || {
+                calls.set(calls.get() + 1);
+                async { Err(Class::Throttled) }
+            },
+        )
         .await;
         assert_eq!((result, calls.get()), (Err(Class::Throttled), 4));
     }

@@ -29,7 +29,7 @@ struct Counter {
 
 #[async_trait]
 impl RecordProcessor for Counter {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         if let Some(first) = input.records.first() {
             println!(
                 "[{}] {} records from {}/{}: {}",
@@ -50,18 +50,21 @@ impl RecordProcessor for Counter {
             eprintln!("[{}] checkpoint failed: {e}", self.shard);
         }
         self.progress.notify_waiters();
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) {
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
         println!(
             "[{}] shutdown requested: final checkpoint written",
             self.shard
         );
+        Ok(())
     }
 }
 

@@ -30,14 +30,16 @@ struct NoOp {
 
 #[async_trait]
 impl RecordProcessor for NoOp {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         self.seen.fetch_add(input.records.len(), Ordering::Relaxed);
         let _ = input.checkpointer.checkpoint().await;
         self.progress.notify_waiters();
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

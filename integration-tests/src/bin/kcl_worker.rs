@@ -12,12 +12,14 @@ struct CheckpointEveryBatch;
 
 #[async_trait]
 impl RecordProcessor for CheckpointEveryBatch {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
         let _ = input.checkpointer.checkpoint().await;
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> kcl::ProcessorResult {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

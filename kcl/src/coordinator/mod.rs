@@ -47,6 +47,45 @@ impl LeaseCoordinator {
             .collect()
     }
 
+    /// The keys of the leases this worker holds.
+    pub(crate) fn held_keys(&self) -> std::collections::HashSet<String> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// At start: takes back the unfinished leases the table shows owned by this worker's id
+    /// (an earlier process with the same id was killed holding them), without waiting for them to
+    /// expire. Each take is conditional on the counter, so a live process renewing them wins.
+    pub(crate) async fn resume_own(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
+        let leases = self.store.list().await?;
+        let mut resumed = Vec::new();
+        for lease in leases {
+            if lease.is_finished() || lease.owner.as_deref() != Some(self.worker_id.as_str()) {
+                continue;
+            }
+            match self.store.take(&lease, &self.worker_id).await {
+                Ok(mine) => {
+                    tracing::info!(worker = %self.worker_id, lease = %mine.key, "resumed a lease this worker id held before a restart");
+                    let held = HeldLease::new(mine);
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(held.key.clone(), held.clone());
+                    resumed.push(held);
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::warn!(worker = %self.worker_id, lease = %lease.key, "a lease owned by this worker id changed while resuming it: is another process using the same worker id?");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(resumed)
+    }
+
     /// How many leases this worker holds.
     pub(crate) fn held_count(&self) -> usize {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -59,8 +98,8 @@ impl LeaseCoordinator {
             .remove(key);
     }
 
-    /// One renewal round over every held lease.
-    pub(crate) async fn renew_all(&self) {
+    /// One renewal round over every held lease. Fails only when the lease table is gone.
+    pub(crate) async fn renew_all(&self) -> Result<(), LeaseError> {
         for held in self.held() {
             if held.lost.is_cancelled() {
                 self.forget(&held.key);
@@ -77,6 +116,7 @@ impl LeaseCoordinator {
                     held.lost.cancel();
                     self.forget(&held.key);
                 }
+                Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
                 Err(e) => {
                     let since = held
                         .last_renewed
@@ -92,13 +132,15 @@ impl LeaseCoordinator {
                 }
             }
         }
+        Ok(())
     }
 
     /// One taking round: lists the table, takes and steals what the taker plans. Returns the
     /// leases newly held.
     pub(crate) async fn take_round(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
         let leases = self.store.list().await?;
-        let plan = self.taker.lock().await.plan(&leases, Instant::now());
+        let held = self.held_keys();
+        let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
         let mut taken = Vec::new();
         for (lease, stolen) in plan
             .take
@@ -118,6 +160,8 @@ impl LeaseCoordinator {
                 }
                 // Another worker was faster, or the owner renewed: fine, next round.
                 Err(e) if e.is_conflict() => {}
+                // A missing table stops the worker: the caller must hear of it.
+                Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
                 Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
             }
         }
@@ -133,6 +177,20 @@ impl LeaseCoordinator {
             tracing::info!(lease = %held.key, error = %e, "release found the lease changed");
         }
         held.lost.cancel();
+    }
+
+    /// Marks every held lease lost (the lease table is gone): processors get `lease_lost`.
+    pub(crate) fn lose_all(&self) {
+        let held: Vec<Arc<HeldLease>> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in held {
+            h.lost.cancel();
+        }
     }
 
     /// Stops tracking a lease whose processor is gone without releasing it.
@@ -173,7 +231,7 @@ mod tests {
     async fn a_renewal_that_finds_the_lease_taken_marks_it_lost() {
         let (store, a, held) = one_lease_held_by_a().await;
         assert_eq!(held.len(), 1);
-        a.renew_all().await;
+        a.renew_all().await.unwrap();
         assert!(
             !held[0].lost.is_cancelled(),
             "renewal of an untouched lease succeeds"
@@ -183,7 +241,7 @@ mod tests {
         // Another worker takes it (as a steal would): the next renewal loses the condition.
         let current = store.get("s0").await.unwrap().unwrap();
         store.take(&current, "b").await.unwrap();
-        a.renew_all().await;
+        a.renew_all().await.unwrap();
         assert!(
             held[0].lost.is_cancelled(),
             "the shard's consumer is told at once"

@@ -8,8 +8,14 @@
 //!   `max_leases_to_steal` from the most-loaded worker, if that worker is above the target (or at
 //!   it while this worker needs more than one).
 //! - Leases of finished shards (checkpoint SHARD_END) are neither counted nor taken.
+//! - Only the leases this process holds count as its own. A lease whose owner is this worker's
+//!   id but that this process does not hold (left by an earlier process with the same id, killed
+//!   and restarted; or dropped after renewals failed) is treated like any other worker's: it
+//!   expires when its counter stands still for the failover time, and is then taken. A counter
+//!   that moves under this id while this process does not hold the lease means another live
+//!   process uses the same worker id: that is logged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -47,6 +53,8 @@ pub(crate) struct Plan {
 pub(crate) struct LeaseTaker {
     config: TakerConfig,
     observed: HashMap<String, Observed>,
+    /// Leases already reported as renewed by another process with this worker's id.
+    duplicate_id_warned: HashSet<String>,
 }
 
 impl LeaseTaker {
@@ -54,18 +62,24 @@ impl LeaseTaker {
         LeaseTaker {
             config,
             observed: HashMap::new(),
+            duplicate_id_warned: HashSet::new(),
         }
     }
 
-    /// Records a fresh listing of the table (at `now`) and returns what to take.
-    pub(crate) fn plan(&mut self, leases: &[Lease], now: Instant) -> Plan {
-        self.observe(leases, now);
+    /// Records a fresh listing of the table (at `now`) and returns what to take; `held` are the
+    /// keys of the leases this process holds.
+    pub(crate) fn plan(&mut self, leases: &[Lease], held: &HashSet<String>, now: Instant) -> Plan {
+        self.observe(leases, held, now);
         let me = self.config.worker_id.as_str();
+        let is_held = |l: &Lease| held.contains(&l.key) && l.owner.as_deref() == Some(me);
         let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
         let (expired, live): (Vec<&Lease>, Vec<&Lease>) = active
             .iter()
-            .partition(|l| self.is_expired(l, now) && l.owner.as_deref() != Some(me));
+            .partition(|l| !is_held(l) && self.is_expired(l, now));
 
+        // An earlier process's lease under this id that has not expired yet counts toward this
+        // worker's share (it becomes takeable once expired), so nothing is stolen meanwhile; it
+        // is never stolen from "itself".
         let mut per_owner: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
         for lease in &live {
             if let Some(owner) = lease.owner.as_deref() {
@@ -117,9 +131,19 @@ impl LeaseTaker {
         }
     }
 
-    fn observe(&mut self, leases: &[Lease], now: Instant) {
+    fn observe(&mut self, leases: &[Lease], held: &HashSet<String>, now: Instant) {
+        let me = self.config.worker_id.as_str();
         let mut next = HashMap::with_capacity(leases.len());
         for lease in leases {
+            let renewed_by_my_id_elsewhere = lease.owner.as_deref() == Some(me)
+                && !held.contains(&lease.key)
+                && self
+                    .observed
+                    .get(&lease.key)
+                    .is_some_and(|o| o.owner == lease.owner && o.counter != lease.counter);
+            if renewed_by_my_id_elsewhere && self.duplicate_id_warned.insert(lease.key.clone()) {
+                tracing::error!(worker = %me, lease = %lease.key, "another live process renews leases under this worker id: give every process its own worker id (two processes sharing one take each other's leases)");
+            }
             let changed_at = match self.observed.get(&lease.key) {
                 Some(o) if o.counter == lease.counter && o.owner == lease.owner => o.changed_at,
                 // First sight of an owned lease: give its owner the full failover time.
@@ -170,6 +194,15 @@ mod tests {
         l
     }
 
+    /// The keys `me` owns in `table`, as held by a process that has run all along.
+    fn owned(table: &[Lease], me: &str) -> HashSet<String> {
+        table
+            .iter()
+            .filter(|l| l.owner.as_deref() == Some(me))
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
     fn keys(leases: &[Lease]) -> Vec<&str> {
         leases.iter().map(|l| l.key.as_str()).collect()
     }
@@ -181,14 +214,14 @@ mod tests {
         let table: Vec<Lease> = (0..4).map(|i| lease(&format!("s{i}"), None, 0)).collect();
         // Alone: all four.
         assert_eq!(
-            keys(&taker.plan(&table, now).take),
+            keys(&taker.plan(&table, &owned(&table, "a"), now).take),
             ["s0", "s1", "s2", "s3"]
         );
 
         // With another worker holding one live lease: the share is ceil(4/2) = 2.
         let mut table = table;
         table[3] = lease("s3", Some("b"), 5);
-        let plan = LeaseTaker::new(config("a")).plan(&table, now);
+        let plan = LeaseTaker::new(config("a")).plan(&table, &owned(&table, "a"), now);
         assert_eq!(keys(&plan.take), ["s0", "s1"]);
     }
 
@@ -198,26 +231,38 @@ mod tests {
         let mut taker = LeaseTaker::new(config("a"));
         let table = vec![lease("s0", Some("b"), 7)];
         assert_eq!(
-            taker.plan(&table, start),
+            taker.plan(&table, &owned(&table, "a"), start),
             Plan::default(),
             "first sight: not expired"
         );
         assert_eq!(
-            taker.plan(&table, start + Duration::from_secs(10)),
+            taker.plan(&table, &owned(&table, "a"), start + Duration::from_secs(10)),
             Plan::default(),
             "exactly the failover time: not yet"
         );
         // The owner renews: the clock restarts.
         let renewed = vec![lease("s0", Some("b"), 8)];
         assert_eq!(
-            taker.plan(&renewed, start + Duration::from_secs(9)),
+            taker.plan(
+                &renewed,
+                &owned(&renewed, "a"),
+                start + Duration::from_secs(9)
+            ),
             Plan::default()
         );
         assert_eq!(
-            taker.plan(&renewed, start + Duration::from_secs(19)),
+            taker.plan(
+                &renewed,
+                &owned(&renewed, "a"),
+                start + Duration::from_secs(19)
+            ),
             Plan::default()
         );
-        let plan = taker.plan(&renewed, start + Duration::from_secs(20));
+        let plan = taker.plan(
+            &renewed,
+            &owned(&renewed, "a"),
+            start + Duration::from_secs(20),
+        );
         assert_eq!(
             keys(&plan.take),
             ["s0"],
@@ -242,7 +287,7 @@ mod tests {
                     .enumerate()
                     .map(|(s, o)| lease(&format!("s{s}"), o.as_deref(), round))
                     .collect();
-                let plan = taker.plan(&table, now);
+                let plan = taker.plan(&table, &owned(&table, &me), now);
                 for l in plan.take.iter().chain(&plan.steal) {
                     let s: usize = l.key[1..].parse().unwrap();
                     owners[s] = Some(me.clone());
@@ -268,7 +313,7 @@ mod tests {
             .map(|i| lease(&format!("s{i}"), Some("b"), 1))
             .collect();
         table.push(lease("s6", Some("c"), 1));
-        let plan = LeaseTaker::new(config("a")).plan(&table, now);
+        let plan = LeaseTaker::new(config("a")).plan(&table, &owned(&table, "a"), now);
         assert!(plan.take.is_empty());
         assert_eq!(plan.steal.len(), 1, "max_leases_to_steal is 1");
         assert_eq!(plan.steal[0].owner.as_deref(), Some("b"));
@@ -284,17 +329,54 @@ mod tests {
             lease("s3", Some("b"), 1),
         ];
         assert_eq!(
-            LeaseTaker::new(config("a")).plan(&table, now),
+            LeaseTaker::new(config("a")).plan(&table, &owned(&table, "a"), now),
             Plan::default()
         );
         let mut done = lease("s9", None, 1);
         done.checkpoint = CheckpointPosition::ShardEnd;
         table.push(done);
         assert_eq!(
-            LeaseTaker::new(config("a")).plan(&table, now),
+            LeaseTaker::new(config("a")).plan(&table, &owned(&table, "a"), now),
             Plan::default(),
             "a finished lease is never taken"
         );
+    }
+
+    #[test]
+    fn a_restarted_worker_takes_back_its_ids_expired_leases() {
+        // A worker "a" was killed holding s0..s3; "b" holds s4..s7. The restarted "a" holds
+        // nothing, yet the table still names it as the owner of four leases.
+        let start = Instant::now();
+        let table: Vec<Lease> = (0..8)
+            .map(|i| lease(&format!("s{i}"), Some(if i < 4 { "a" } else { "b" }), 3))
+            .collect();
+        let none = HashSet::new();
+        let mut taker = LeaseTaker::new(config("a"));
+        assert_eq!(
+            taker.plan(&table, &none, start),
+            Plan::default(),
+            "not expired yet: the old process may still be alive"
+        );
+        // b keeps renewing; the old a's counters stand still past the failover time.
+        let later: Vec<Lease> = table
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                if l.owner.as_deref() == Some("b") {
+                    l.counter += 5;
+                }
+                l
+            })
+            .collect();
+        let plan = taker.plan(&later, &none, start + Duration::from_secs(11));
+        assert_eq!(keys(&plan.take), ["s0", "s1", "s2", "s3"]);
+
+        // The other workers see the dead id's leases as expired too: whoever comes first takes them.
+        let mut b = LeaseTaker::new(config("b"));
+        let b_held = owned(&table, "b");
+        b.plan(&table, &b_held, start);
+        let plan = b.plan(&later, &b_held, start + Duration::from_secs(11));
+        assert_eq!(keys(&plan.take), ["s0", "s1", "s2", "s3"]);
     }
 
     #[test]
@@ -303,6 +385,12 @@ mod tests {
         let table: Vec<Lease> = (0..10).map(|i| lease(&format!("s{i}"), None, 0)).collect();
         let mut c = config("a");
         c.max_leases_per_worker = 3;
-        assert_eq!(LeaseTaker::new(c).plan(&table, now).take.len(), 3);
+        assert_eq!(
+            LeaseTaker::new(c)
+                .plan(&table, &owned(&table, "a"), now)
+                .take
+                .len(),
+            3
+        );
     }
 }

@@ -2,16 +2,21 @@
 //! set or remove only the attributes they change, so attributes written by a Java KCL 3.x worker
 //! (`throughputKBps`, `checkpointOwner`, ...) survive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
 };
+use kinesis_retry::{AwsError, AwsErrorKind, BackoffConfig, RetryPolicy, retry};
 
 use super::item::{
     CHECKPOINT, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER,
@@ -22,21 +27,59 @@ use super::store::{LeaseError, LeaseStore};
 
 /// How long `ensure_table` waits for a new table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default limit on one DynamoDB call (each attempt).
+pub(crate) const DEFAULT_LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attempts per lease-table call: throttled and transient failures are retried with jittered
+/// back-off (the SDK's own retries are off, so they do not multiply).
+fn policy() -> RetryPolicy {
+    RetryPolicy::new(
+        3,
+        BackoffConfig::new(Duration::from_millis(50), Duration::from_secs(1)).expect("valid"),
+    )
+}
 
 /// A lease table in DynamoDB (on-demand capacity when this creates it).
+///
+/// Every call has a timeout (default 5 s, [`DynamoDbLeaseStore::with_call_timeout`]) and up to 3
+/// attempts for throttled or transient failures. A conditional write retried after a timeout
+/// whose first attempt did land is recognised as done, not reported as a conflict.
 #[derive(Clone, Debug)]
 pub struct DynamoDbLeaseStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Malformed rows already logged (key and reason), so each is logged once.
+    malformed_logged: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl DynamoDbLeaseStore {
-    /// The table `table` (the KCL application name) through `client`.
+    /// The table `table` (the KCL application name) through `client`, whose retry and timeout
+    /// settings are replaced: no SDK retries, and a 5 s limit per call.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         DynamoDbLeaseStore {
             client,
             table: table.into(),
+            malformed_logged: Arc::default(),
         }
+        .with_call_timeout(DEFAULT_LEASE_CALL_TIMEOUT)
+    }
+
+    /// Limits each DynamoDB call to `timeout` (default 5 s).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(timeout)
+                    .operation_attempt_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        self.client = aws_sdk_dynamodb::Client::from_conf(config);
+        self
     }
 
     /// The table name.
@@ -44,13 +87,37 @@ impl DynamoDbLeaseStore {
         &self.table
     }
 
+    /// A failed call as a lease error: a missing table is its own error.
+    fn error<E>(&self, operation: &'static str, e: SdkError<E>) -> LeaseError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        let e = AwsError::from_sdk(operation, e);
+        if e.is_not_found() {
+            LeaseError::TableNotFound {
+                table: self.table.clone(),
+                source: Some(e),
+            }
+        } else {
+            LeaseError::Store { source: e }
+        }
+    }
+
     /// A conditional update: `set` these attributes, `remove` those, if `condition` holds.
+    /// `intended` is the lease as the update should leave it: when an attempt whose outcome is
+    /// unknown (timeout, connection lost) is retried and the retry's condition fails because the
+    /// lease already is `intended`, the first attempt landed and the update is done.
     async fn update(
         &self,
         key: &str,
         set: Vec<(&str, AttributeValue)>,
         remove: &[&str],
         condition: Condition,
+        intended: &Lease,
     ) -> Result<Lease, LeaseError> {
         let mut names = HashMap::new();
         let mut values = HashMap::new();
@@ -75,7 +142,7 @@ impl DynamoDbLeaseStore {
         let condition = condition.render();
         names.extend(condition.names);
         values.extend(condition.values);
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -85,25 +152,55 @@ impl DynamoDbLeaseStore {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => from_item(&output.attributes.unwrap_or_default()),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                UpdateItemError::ConditionalCheckFailedException(c) => match c.item() {
-                    Some(item) => Err(LeaseError::Conflict {
-                        key: key.to_owned(),
-                        current: Some(Box::new(from_item(item)?)),
-                    }),
-                    None => Err(LeaseError::NotFound {
-                        key: key.to_owned(),
-                    }),
-                },
-                other => Err(store_error(other)),
-            },
-            Err(e) => Err(store_error(&e)),
-        }
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let outcome_unknown = std::sync::atomic::AtomicBool::new(false);
+        retry(policy(), LeaseError::class, || {
+            let request = request.clone();
+            let outcome_unknown = &outcome_unknown;
+            async move {
+                match request.send().await {
+                    Ok(output) => from_item(&output.attributes.unwrap_or_default()),
+                    Err(SdkError::ServiceError(e))
+                        if matches!(
+                            e.err(),
+                            UpdateItemError::ConditionalCheckFailedException(_)
+                        ) =>
+                    {
+                        let UpdateItemError::ConditionalCheckFailedException(c) = e.err() else {
+                            unreachable!("matched above")
+                        };
+                        match c.item() {
+                            Some(item) => {
+                                let current = from_item(item)?;
+                                if outcome_unknown.load(Ordering::Relaxed) && current == *intended {
+                                    return Ok(current);
+                                }
+                                Err(LeaseError::Conflict {
+                                    key: key.to_owned(),
+                                    current: Some(Box::new(current)),
+                                })
+                            }
+                            None => Err(LeaseError::NotFound {
+                                key: key.to_owned(),
+                            }),
+                        }
+                    }
+                    Err(e) => {
+                        let e = self.error("DynamoDB UpdateItem", e);
+                        if let LeaseError::Store { source } = &e
+                            && matches!(
+                                source.kind(),
+                                AwsErrorKind::Timeout | AwsErrorKind::Connection { .. }
+                            )
+                        {
+                            outcome_unknown.store(true, Ordering::Relaxed);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -154,68 +251,98 @@ struct RenderedCondition {
     values: Vec<(String, AttributeValue)>,
 }
 
+impl DynamoDbLeaseStore {
+    /// Creates the table (on-demand capacity, key `leaseKey`); another worker creating it at the
+    /// same moment is fine.
+    async fn create_table(&self) -> Result<(), LeaseError> {
+        let definition = AttributeDefinition::builder()
+            .attribute_name(LEASE_KEY)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("name and type are set");
+        let key = KeySchemaElement::builder()
+            .attribute_name(LEASE_KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .expect("name and type are set");
+        let request = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(definition)
+            .key_schema(key);
+        let result = retry(policy(), LeaseError::class, || async {
+            match request.clone().send().await {
+                Ok(_) => Ok(true),
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {
+                    Ok(false)
+                }
+                Err(e) => Err(LeaseError::Store {
+                    source: AwsError::from_sdk("DynamoDB CreateTable", e),
+                }),
+            }
+        })
+        .await?;
+        if result {
+            tracing::info!(table = %self.table, "created lease table");
+        }
+        Ok(())
+    }
+
+    /// Logs a malformed row once (per key and reason).
+    fn log_malformed(&self, e: &LeaseError) {
+        if let LeaseError::Malformed { key, message } = e {
+            let mut logged = self
+                .malformed_logged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if logged.insert((key.clone(), message.clone())) {
+                tracing::error!(table = %self.table, lease = %key, reason = %message, "lease row is malformed: its shard is skipped until the row is fixed or deleted");
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl LeaseStore for DynamoDbLeaseStore {
     async fn ensure_table(&self) -> Result<(), LeaseError> {
         let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
         let mut created = false;
         loop {
-            match self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-            {
+            let request = self.client.describe_table().table_name(&self.table);
+            let described = retry(policy(), LeaseError::class, || async {
+                request
+                    .clone()
+                    .send()
+                    .await
+                    .map_err(|e| self.error("DynamoDB DescribeTable", e))
+            })
+            .await;
+            match described {
                 Ok(d) => {
                     if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                         return Ok(());
                     }
                 }
-                Err(SdkError::ServiceError(e))
-                    if e.err().is_resource_not_found_exception() && !created =>
-                {
-                    let create = self
-                        .client
-                        .create_table()
-                        .table_name(&self.table)
-                        .billing_mode(BillingMode::PayPerRequest)
-                        .attribute_definitions(
-                            AttributeDefinition::builder()
-                                .attribute_name(LEASE_KEY)
-                                .attribute_type(ScalarAttributeType::S)
-                                .build()
-                                .map_err(|e| LeaseError::Store {
-                                    message: e.to_string(),
-                                })?,
-                        )
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name(LEASE_KEY)
-                                .key_type(KeyType::Hash)
-                                .build()
-                                .map_err(|e| LeaseError::Store {
-                                    message: e.to_string(),
-                                })?,
-                        )
-                        .send()
-                        .await;
-                    match create {
-                        Ok(_) => tracing::info!(table = %self.table, "created lease table"),
-                        // Another worker created it at the same moment.
-                        Err(SdkError::ServiceError(e))
-                            if e.err().is_resource_in_use_exception() => {}
-                        Err(e) => return Err(store_error(&e)),
-                    }
+                Err(LeaseError::TableNotFound { .. }) if !created => {
+                    self.create_table().await?;
                     created = true;
                 }
-                Err(e) => return Err(store_error(&e)),
+                // Created, but not visible yet (eventually consistent): wait.
+                Err(LeaseError::TableNotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(LeaseError::Store {
-                    message: format!(
-                        "lease table {} not ACTIVE after {TABLE_ACTIVE_TIMEOUT:?}",
-                        self.table
+                    source: AwsError::new(
+                        "DynamoDB DescribeTable",
+                        AwsErrorKind::Other {
+                            message: format!(
+                                "lease table {} not ACTIVE after {TABLE_ACTIVE_TIMEOUT:?}",
+                                self.table
+                            ),
+                        },
                     ),
                 });
             }
@@ -227,17 +354,25 @@ impl LeaseStore for DynamoDbLeaseStore {
         let mut leases = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
+            let request = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error(&e))?;
+                .set_exclusive_start_key(start.take());
+            let page = retry(policy(), LeaseError::class, || async {
+                request
+                    .clone()
+                    .send()
+                    .await
+                    .map_err(|e| self.error("DynamoDB Scan", e))
+            })
+            .await?;
             for item in page.items() {
-                leases.push(from_item(item)?);
+                match from_item(item) {
+                    Ok(lease) => leases.push(lease),
+                    Err(e) => self.log_malformed(&e),
+                }
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -247,34 +382,44 @@ impl LeaseStore for DynamoDbLeaseStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        let output = self
+        let request = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error(&e))?;
+            .consistent_read(true);
+        let output = retry(policy(), LeaseError::class, || async {
+            request
+                .clone()
+                .send()
+                .await
+                .map_err(|e| self.error("DynamoDB GetItem", e))
+        })
+        .await?;
         output.item.as_ref().map(from_item).transpose()
     }
 
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
-        let result = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_item(lease)))
-            .condition_expression("attribute_not_exists(leaseKey)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(false)
+            .condition_expression("attribute_not_exists(leaseKey)");
+        // Retrying after an attempt that landed says "existed": the same answer as losing a race
+        // to another worker creating the same lease, and equally harmless.
+        retry(policy(), LeaseError::class, || async {
+            match request.clone().send().await {
+                Ok(_) => Ok(true),
+                Err(SdkError::ServiceError(e))
+                    if e.err().is_conditional_check_failed_exception() =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(self.error("DynamoDB PutItem", e)),
             }
-            Err(e) => Err(store_error(&e)),
-        }
+        })
+        .await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
@@ -284,6 +429,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             vec![(LEASE_COUNTER, n(next.counter))],
             &[],
             Condition::Counter(lease.counter),
+            &next,
         )
         .await
     }
@@ -295,8 +441,14 @@ impl LeaseStore for DynamoDbLeaseStore {
             (LEASE_COUNTER, n(next.counter)),
             (OWNER_SWITCHES, n(next.owner_switches_since_checkpoint)),
         ];
-        self.update(&lease.key, set, &[], Condition::Counter(lease.counter))
-            .await
+        self.update(
+            &lease.key,
+            set,
+            &[],
+            Condition::Counter(lease.counter),
+            &next,
+        )
+        .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
@@ -306,6 +458,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             vec![(LEASE_COUNTER, n(next.counter))],
             &[LEASE_OWNER],
             Condition::Owner(lease.owner.clone()),
+            &next,
         )
         .await
     }
@@ -338,6 +491,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             set,
             &remove,
             Condition::CounterAndOwner(lease.counter, lease.owner.clone()),
+            &next,
         )
         .await
     }
@@ -350,33 +504,34 @@ impl LeaseStore for DynamoDbLeaseStore {
         if children.is_empty() {
             return Ok(lease.clone());
         }
+        let next = Lease {
+            child_shard_ids: children.to_vec(),
+            ..lease.clone()
+        };
         self.update(
             &lease.key,
             vec![(CHILD_SHARD_IDS, AttributeValue::Ss(children.to_vec()))],
             &[],
             Condition::Owner(lease.owner.clone()),
+            &next,
         )
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), LeaseError> {
-        self.client
+        let request = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .key(LEASE_KEY, s(key))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| store_error(&e))
-    }
-}
-
-fn store_error(e: &(impl ProvideErrorMetadata + std::fmt::Debug)) -> LeaseError {
-    LeaseError::Store {
-        message: match (e.code(), e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            _ => format!("{e:?}"),
-        },
+            .key(LEASE_KEY, s(key));
+        retry(policy(), LeaseError::class, || async {
+            request
+                .clone()
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.error("DynamoDB DeleteItem", e))
+        })
+        .await
     }
 }

@@ -22,6 +22,7 @@ pub(super) const PARENT_SHARD_IDS: &str = "parentShardId";
 pub(super) const CHILD_SHARD_IDS: &str = "childShardIds";
 pub(super) const STARTING_HASH_KEY: &str = "startingHashKey";
 pub(super) const ENDING_HASH_KEY: &str = "endingHashKey";
+pub(super) const STREAM: &str = "kinesisRsStream";
 
 /// A DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -69,6 +70,9 @@ pub(super) fn to_item(lease: &Lease) -> Item {
     if let Some(range) = lease.hash_key_range {
         item.insert(STARTING_HASH_KEY.into(), s(&range.start.to_string()));
         item.insert(ENDING_HASH_KEY.into(), s(&range.end.to_string()));
+    }
+    if let Some(stream) = &lease.stream {
+        item.insert(STREAM.into(), s(stream));
     }
     item
 }
@@ -131,6 +135,7 @@ pub(super) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
         parent_shard_ids: set(PARENT_SHARD_IDS),
         child_shard_ids: set(CHILD_SHARD_IDS),
         hash_key_range,
+        stream: string(STREAM),
         key,
     })
 }

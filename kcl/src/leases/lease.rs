@@ -90,6 +90,10 @@ pub struct Lease {
     pub child_shard_ids: Vec<String>,
     /// `startingHashKey` / `endingHashKey`.
     pub hash_key_range: Option<HashKeyRange>,
+    /// `kinesisRsStream`: the stream the lease belongs to, as `account:name:creationEpoch`
+    /// (written by this crate on the leases it creates; a Java KCL ignores it, and rows without
+    /// it are accepted). A worker refuses a table whose leases name another stream.
+    pub stream: Option<String>,
 }
 
 impl Lease {
@@ -105,6 +109,7 @@ impl Lease {
             parent_shard_ids: Vec::new(),
             child_shard_ids: Vec::new(),
             hash_key_range: None,
+            stream: None,
         }
     }
 

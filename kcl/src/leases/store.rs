@@ -33,11 +33,23 @@ pub enum LeaseError {
         /// What is wrong.
         message: String,
     },
-    /// The store failed (network, throttling, permissions...).
-    #[error("lease table error: {message}")]
+    /// The lease table does not exist (deleted under a running worker, or never created).
+    #[error(
+        "lease table {table} does not exist: it was deleted or never created (a worker creates it at start; restart the workers to recreate it, or check the table name and region)"
+    )]
+    TableNotFound {
+        /// The table.
+        table: String,
+        /// The store's error.
+        #[source]
+        source: Option<kinesis_retry::AwsError>,
+    },
+    /// The lease table call failed (timeout, network, throttling, permissions...).
+    #[error("lease table call failed: {source}")]
     Store {
-        /// What happened.
-        message: String,
+        /// The AWS error.
+        #[from]
+        source: kinesis_retry::AwsError,
     },
 }
 
@@ -45,6 +57,15 @@ impl LeaseError {
     /// Whether this is a lost conditional write (the lease belongs to someone else now).
     pub fn is_conflict(&self) -> bool {
         matches!(self, LeaseError::Conflict { .. })
+    }
+
+    /// Whether retrying the same call may succeed: throttled and transient store failures.
+    /// Conflicts, missing leases or tables and malformed rows are fatal for the call.
+    pub fn class(&self) -> kinesis_retry::Class {
+        match self {
+            LeaseError::Store { source } => source.class(),
+            _ => kinesis_retry::Class::Fatal,
+        }
     }
 }
 
@@ -54,7 +75,9 @@ pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
     /// Creates the table if it does not exist (and waits until it can be used).
     async fn ensure_table(&self) -> Result<(), LeaseError>;
 
-    /// Every lease (a consistent read where the store offers one).
+    /// Every lease (a consistent read where the store offers one). A row that is not a valid
+    /// lease is left out (and logged once with its key and why), so one bad row never stops the
+    /// fleet.
     async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
 
     /// One lease.

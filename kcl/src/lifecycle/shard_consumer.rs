@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ChildShard;
 use kinesis_format::ExtendedSequenceNumber;
+use kinesis_retry::{AwsError, Class};
 use tokio_util::sync::CancellationToken;
 
 use super::state::ShardState;
@@ -12,13 +13,15 @@ use crate::checkpoint::{Checkpointer, HeldLease};
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::leases::{CheckpointPosition, LeaseStore};
 use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
-use crate::processor::{InitializeInput, ProcessRecordsInput, RecordProcessor};
+use crate::processor::{
+    InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult, RecordProcessor,
+};
 use crate::retrieval::{Skipped, Start, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
 use crate::stream::StreamRef;
 
 /// How a shard consumer ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum ShardOutcome {
     /// Processed to its end and checkpointed SHARD_END.
     Finished,
@@ -26,6 +29,17 @@ pub(crate) enum ShardOutcome {
     LeaseLost,
     /// Stopped for a graceful shutdown (the processor had its `shutdown_requested`).
     ShutDown,
+    /// The processor returned an error: the shard restarts from its checkpoint after a back-off.
+    /// (A panic reaches the worker as the task's failure instead.)
+    ProcessorFailed {
+        call: &'static str,
+        error: ProcessorError,
+        /// Whether some batch was processed successfully first (resets the back-off).
+        progressed: bool,
+    },
+    /// Kinesis answered with an error that retrying cannot fix (the shard or stream is gone,
+    /// access denied...): the worker decides what it means.
+    KinesisFatal(AwsError),
 }
 
 pub(crate) struct ShardConsumer {
@@ -33,6 +47,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) kinesis: aws_sdk_kinesis::Client,
     pub(crate) stream: StreamRef,
+    /// The stream's identity, written on the child leases this consumer creates.
+    pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,
     /// Cancelled when the worker shuts down gracefully.
     pub(crate) shutdown: CancellationToken,
@@ -53,6 +69,7 @@ impl ShardConsumer {
         let mut resume_after: Option<ExtendedSequenceNumber> = None;
         let mut prefetcher: Option<Prefetcher> = None;
         let mut initialized = false;
+        let mut progressed = false;
         let mut children: Vec<ChildShard> = Vec::new();
         loop {
             tracing::trace!(shard = %shard_id, ?state, "shard consumer state");
@@ -78,8 +95,12 @@ impl ShardConsumer {
                             sub_sequence,
                         } => {
                             // Read the checkpointed record again and skip up to its sub-record.
-                            resume_after =
-                                Some(ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence));
+                            if !initialized {
+                                resume_after = Some(ExtendedSequenceNumber::new(
+                                    sequence.clone(),
+                                    *sub_sequence,
+                                ));
+                            }
                             Start::AtSequence(sequence.clone())
                         }
                         CheckpointPosition::ShardEnd => return ShardOutcome::Finished,
@@ -89,8 +110,17 @@ impl ShardConsumer {
                         Some(p) if initialized => Start::AtSequence(p.sequence.clone()),
                         _ => start,
                     };
-                    match shard_iterator(&self.kinesis, &self.stream, &shard_id, &start).await {
-                        Ok(it) => {
+                    if !initialized {
+                        tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
+                    }
+                    let iterator = tokio::select! {
+                        () = self.held.lost.cancelled() => Err(Interrupt::Lost),
+                        () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
+                        it = shard_iterator(&self.kinesis, &self.stream, &shard_id, &start) => Ok(it),
+                    };
+                    match iterator {
+                        Err(i) => self.interrupted(i),
+                        Ok(Ok(it)) => {
                             prefetcher = Some(Prefetcher::start(
                                 self.kinesis.clone(),
                                 self.stream.clone(),
@@ -100,16 +130,24 @@ impl ShardConsumer {
                             ));
                             if !initialized {
                                 initialized = true;
-                                processor
-                                    .initialize(InitializeInput {
-                                        shard_id: shard_id.clone(),
-                                        checkpoint: lease.checkpoint.clone(),
-                                    })
-                                    .await;
+                                let input = InitializeInput {
+                                    shard_id: shard_id.clone(),
+                                    checkpoint: lease.checkpoint.clone(),
+                                };
+                                if let Err(error) = processor.initialize(input).await {
+                                    return ShardOutcome::ProcessorFailed {
+                                        call: "initialize",
+                                        error,
+                                        progressed,
+                                    };
+                                }
                             }
                             ShardState::Processing
                         }
-                        Err(e) => {
+                        Ok(Err(e)) if e.class() == Class::Fatal => {
+                            return ShardOutcome::KinesisFatal(e);
+                        }
+                        Ok(Err(e)) => {
                             tracing::warn!(shard = %shard_id, error = %e, "cannot start reading the shard; retrying");
                             match self.pause(self.config.idle_time_between_reads).await {
                                 Ok(()) => ShardState::Initializing,
@@ -138,15 +176,28 @@ impl ShardConsumer {
                             prefetcher = None;
                             ShardState::Initializing
                         }
-                        Some(Some(mut batch)) => {
-                            self.deliver(
-                                processor,
-                                &shard_id,
-                                &mut batch,
-                                &mut resume_after,
-                                &checkpointer,
-                            )
-                            .await;
+                        Some(Some(Err(e))) => return ShardOutcome::KinesisFatal(e),
+                        Some(Some(Ok(mut batch))) => {
+                            let delivered = self
+                                .deliver(
+                                    processor,
+                                    &shard_id,
+                                    &mut batch,
+                                    &mut resume_after,
+                                    &checkpointer,
+                                )
+                                .await;
+                            match delivered {
+                                Ok(true) => progressed = true,
+                                Ok(false) => {}
+                                Err(error) => {
+                                    return ShardOutcome::ProcessorFailed {
+                                        call: "process_records",
+                                        error,
+                                        progressed,
+                                    };
+                                }
+                            }
                             match batch.end {
                                 Some(kids) => {
                                     prefetcher = None;
@@ -163,16 +214,27 @@ impl ShardConsumer {
                         .end_shard(processor, &shard_id, &children, &checkpointer)
                         .await
                     {
-                        Ok(()) => return ShardOutcome::Finished,
+                        Ok(Ok(())) => return ShardOutcome::Finished,
+                        Ok(Err(error)) => {
+                            return ShardOutcome::ProcessorFailed {
+                                call: "shard_ended",
+                                error,
+                                progressed,
+                            };
+                        }
                         Err(i) => self.interrupted(i),
                     }
                 }
                 ShardState::LeaseLost => {
-                    processor.lease_lost().await;
+                    if let Err(e) = processor.lease_lost().await {
+                        tracing::warn!(shard = %shard_id, error = %e, "processor's lease_lost returned an error");
+                    }
                     return ShardOutcome::LeaseLost;
                 }
                 ShardState::ShutdownRequested => {
-                    processor.shutdown_requested(&checkpointer).await;
+                    if let Err(e) = processor.shutdown_requested(&checkpointer).await {
+                        tracing::warn!(shard = %shard_id, error = %e, "processor's shutdown_requested returned an error");
+                    }
                     return ShardOutcome::ShutDown;
                 }
                 ShardState::ShutDown => return ShardOutcome::ShutDown,
@@ -239,7 +301,8 @@ impl ShardConsumer {
     }
 
     /// Hands one prefetched batch to the processor (deaggregated, range-filtered, and without
-    /// what was already delivered or checkpointed).
+    /// what was already delivered or checkpointed). `Ok(true)` when the processor got records and
+    /// returned success.
     async fn deliver(
         &self,
         processor: &mut dyn RecordProcessor,
@@ -247,7 +310,7 @@ impl ShardConsumer {
         batch: &mut Prefetched,
         resume_after: &mut Option<ExtendedSequenceNumber>,
         checkpointer: &Checkpointer,
-    ) {
+    ) -> Result<bool, ProcessorError> {
         let range = self.held.lease.lock().await.hash_key_range;
         let mut user = Vec::new();
         let mut skipped = Skipped::default();
@@ -273,35 +336,44 @@ impl ShardConsumer {
                     millis_behind_latest: batch.millis_behind_latest,
                     checkpointer,
                 })
-                .await;
+                .await?;
+            return Ok(true);
         }
+        Ok(false)
     }
 
     /// Creates the children's leases, then asks the processor to checkpoint SHARD_END, as often as
-    /// it takes: without that checkpoint the children never start.
+    /// it takes: without that checkpoint the children never start. The inner result is the
+    /// processor's own failure.
     async fn end_shard(
         &self,
         processor: &mut dyn RecordProcessor,
         shard_id: &str,
         children: &[ChildShard],
         checkpointer: &Checkpointer,
-    ) -> Result<(), Interrupt> {
+    ) -> Result<ProcessorResult, Interrupt> {
         checkpointer.reached_shard_end();
         let child_ids: Vec<String> = children.iter().map(|c| c.shard_id().to_owned()).collect();
         loop {
             self.check()?;
-            if let Err(e) = create_child_leases(&*self.store, children).await {
+            if let Err(e) =
+                create_child_leases(&*self.store, children, &self.stream_identifier).await
+            {
                 tracing::warn!(shard = %shard_id, error = %e, "creating child leases failed; retrying");
                 self.pause(self.config.parent_poll_interval).await?;
                 continue;
             }
             if !child_ids.is_empty() {
                 let lease = self.held.lease.lock().await.clone();
-                let _ = self.store.set_child_shards(&lease, &child_ids).await;
+                if let Err(e) = self.store.set_child_shards(&lease, &child_ids).await {
+                    tracing::warn!(shard = %shard_id, error = %e, "recording the child shards on the lease failed (cleanup of this lease waits)");
+                }
             }
-            processor.shard_ended(checkpointer).await;
+            if let Err(e) = processor.shard_ended(checkpointer).await {
+                return Ok(Err(e));
+            }
             if self.held.lease.lock().await.is_finished() {
-                return Ok(());
+                return Ok(Ok(()));
             }
             tracing::error!(
                 shard = %shard_id,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-pub(crate) use kinesis_retry::{Class, classify_code};
 use kinesis_retry::{BackoffConfig, classify};
+pub(crate) use kinesis_retry::{Class, classify_code};
 use rand::Rng;
 
 use crate::kinesis::CallError;

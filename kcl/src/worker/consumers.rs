@@ -1,0 +1,156 @@
+//! The shard consumers a worker runs: one task per held lease, whose end is always observed.
+//! A consumer whose processor failed (returned an error or panicked) is restarted from the
+//! lease's last checkpoint with a new processor after a jittered back-off that grows while the
+//! shard keeps failing; the lease stays held, and a task exists for it, all the while.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinesis_retry::Backoff;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::HeldLease;
+use crate::config::WorkerConfig;
+use crate::leases::LeaseStore;
+use crate::lifecycle::{ShardConsumer, ShardOutcome};
+use crate::processor::RecordProcessorFactory;
+use crate::stream::StreamRef;
+
+/// What every consumer of a worker shares.
+pub(crate) struct Context {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) stream: StreamRef,
+    pub(crate) stream_identifier: Arc<str>,
+    pub(crate) config: Arc<WorkerConfig>,
+    pub(crate) factory: Arc<dyn RecordProcessorFactory>,
+    /// Cancelled when the worker shuts down gracefully.
+    pub(crate) stop: CancellationToken,
+}
+
+/// How a consumer task ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    Outcome(ShardOutcome),
+    /// The processor (or the factory) panicked; the message when it was a string.
+    Panicked(String),
+    /// Aborted (an immediate stop).
+    Aborted,
+}
+
+pub(crate) struct Consumers {
+    ctx: Context,
+    tasks: JoinSet<ShardOutcome>,
+    by_task: HashMap<Id, Arc<HeldLease>>,
+    /// Consecutive failures per shard.
+    failures: HashMap<String, Backoff>,
+    rng: StdRng,
+}
+
+impl Consumers {
+    pub(crate) fn new(ctx: Context) -> Self {
+        Consumers {
+            ctx,
+            tasks: JoinSet::new(),
+            by_task: HashMap::new(),
+            failures: HashMap::new(),
+            rng: StdRng::from_rng(&mut rand::rng()),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Starts processing a newly held lease.
+    pub(crate) fn start(&mut self, held: Arc<HeldLease>) {
+        self.spawn(held, Duration::ZERO);
+    }
+
+    /// Restarts a failed shard after its back-off; `progressed`: it processed a batch first (the
+    /// back-off starts over).
+    pub(crate) fn restart(&mut self, held: Arc<HeldLease>, progressed: bool) -> Duration {
+        let config = self.ctx.config.failure_backoff_config();
+        let backoff = self
+            .failures
+            .entry(held.key.clone())
+            .or_insert_with(|| Backoff::new(config));
+        if progressed {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(&mut self.rng);
+        self.spawn(held, delay);
+        delay
+    }
+
+    /// Forgets a shard's failures (it finished, or the lease is gone).
+    pub(crate) fn forget(&mut self, key: &str) {
+        self.failures.remove(key);
+    }
+
+    fn spawn(&mut self, held: Arc<HeldLease>, delay: Duration) {
+        let consumer = ShardConsumer {
+            held: held.clone(),
+            store: self.ctx.store.clone(),
+            kinesis: self.ctx.kinesis.clone(),
+            stream: self.ctx.stream.clone(),
+            stream_identifier: self.ctx.stream_identifier.clone(),
+            config: self.ctx.config.clone(),
+            shutdown: self.ctx.stop.child_token(),
+        };
+        let factory = self.ctx.factory.clone();
+        let handle = self.tasks.spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = consumer.held.lost.cancelled() => return ShardOutcome::LeaseLost,
+                    () = consumer.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            let processor = factory.create(&consumer.held.key);
+            consumer.run(processor).await
+        });
+        self.by_task.insert(handle.id(), held);
+    }
+
+    /// The next consumer to end, with its lease.
+    pub(crate) async fn next(&mut self) -> Option<(Arc<HeldLease>, Ended)> {
+        let joined = self.tasks.join_next_with_id().await?;
+        let (id, ended) = match joined {
+            Ok((id, outcome)) => (id, Ended::Outcome(outcome)),
+            Err(e) => (e.id(), ended_by(e)),
+        };
+        let held = self
+            .by_task
+            .remove(&id)
+            .expect("every consumer task is registered when spawned");
+        Some((held, ended))
+    }
+
+    /// Asks every consumer to stop gracefully (`shutdown_requested`).
+    pub(crate) fn stop(&self) {
+        self.ctx.stop.cancel();
+    }
+
+    /// Aborts every consumer (an immediate stop).
+    pub(crate) fn abort_all(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+fn ended_by(e: JoinError) -> Ended {
+    if !e.is_panic() {
+        return Ended::Aborted;
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_owned());
+    Ended::Panicked(message)
+}

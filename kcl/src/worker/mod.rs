@@ -1,0 +1,497 @@
+//! The worker: syncs shards into leases, renews and takes leases, runs one shard consumer per
+//! held lease, and shuts down gracefully (every processor gets `shutdown_requested`, final
+//! checkpoints are written, leases are released so other workers take them at once).
+//!
+//! On a bad day: every start-up step retries throttled and transient failures with back-off
+//! (logging each) until it succeeds or the worker is shut down; a fatal answer stops `run` with a
+//! [`WorkerError`] that says what to fix. While running, a deleted stream or lease table, or a
+//! Kinesis refusal no retry can fix, stops the worker with such an error; a lease for a shard
+//! that no longer exists is deleted; a failing processor is restarted from its checkpoint.
+
+mod consumers;
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::HeldLease;
+use crate::config::WorkerConfig;
+use crate::coordinator::LeaseCoordinator;
+use crate::coordinator::taker::TakerConfig;
+use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
+use crate::lifecycle::ShardOutcome;
+use crate::processor::RecordProcessorFactory;
+use crate::shard_sync::{self, SyncError};
+use crate::stream::StreamRef;
+use consumers::{Consumers, Context, Ended};
+pub use error::WorkerError;
+
+/// Stops a running worker, from any task.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    graceful: CancellationToken,
+    immediate: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Graceful: stop taking leases, give every processor `shutdown_requested` (its chance to
+    /// checkpoint), release every lease, then `run` returns. Honoured at every stage, start-up
+    /// included.
+    pub fn shutdown(&self) {
+        self.graceful.cancel();
+    }
+
+    /// Immediate: stop everything now without releasing leases (as a crash would; other workers
+    /// take the leases after the failover time).
+    pub fn stop_now(&self) {
+        self.immediate.cancel();
+    }
+}
+
+/// A KCL-style worker for one stream and one application (lease table).
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    kinesis: aws_sdk_kinesis::Client,
+    store: Arc<dyn LeaseStore>,
+    stream: StreamRef,
+    factory: Arc<dyn RecordProcessorFactory>,
+    handle: ShutdownHandle,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stream", &self.stream)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the main loop stopped early.
+enum Stop {
+    /// Shut down gracefully, then return this error.
+    Gracefully(WorkerError),
+    /// The lease table is gone: every lease is lost, processors get `lease_lost`.
+    LeasesGone(WorkerError),
+}
+
+impl Worker {
+    /// A worker reading `stream` (name or ARN) for `application_name` (also the lease table's
+    /// name), with processors from `factory`. Every AWS call is limited by the configuration's
+    /// call timeouts (the SDK's own retries are turned off: the worker retries by class).
+    pub fn new(
+        sdk_config: &SdkConfig,
+        application_name: &str,
+        stream: &str,
+        factory: impl RecordProcessorFactory,
+        config: WorkerConfig,
+    ) -> Worker {
+        let store =
+            DynamoDbLeaseStore::new(aws_sdk_dynamodb::Client::new(sdk_config), application_name)
+                .with_call_timeout(config.lease_call_timeout);
+        Self::with_store(
+            aws_sdk_kinesis::Client::new(sdk_config),
+            Arc::new(store),
+            stream,
+            factory,
+            config,
+        )
+    }
+
+    /// A worker with its own lease store (any [`LeaseStore`]). The Kinesis client's retry and
+    /// timeout settings are replaced as in [`Worker::new`].
+    pub fn with_store(
+        kinesis: aws_sdk_kinesis::Client,
+        store: Arc<dyn LeaseStore>,
+        stream: &str,
+        factory: impl RecordProcessorFactory,
+        config: WorkerConfig,
+    ) -> Worker {
+        let timeout = config.kinesis_call_timeout;
+        Worker {
+            config: Arc::new(config),
+            kinesis: crate::retrieval::configure(&kinesis, timeout.max(Duration::from_millis(1))),
+            store,
+            stream: StreamRef::new(stream),
+            factory: Arc::new(factory),
+            handle: ShutdownHandle {
+                graceful: CancellationToken::new(),
+                immediate: CancellationToken::new(),
+            },
+        }
+    }
+
+    /// A handle that stops this worker.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until shut down, or until something no retry can fix (see [`WorkerError`]).
+    pub async fn run(self) -> Result<(), WorkerError> {
+        self.config.validate()?;
+        let started = tokio::select! {
+            () = self.handle.graceful.cancelled() => return Ok(()),
+            () = self.handle.immediate.cancelled() => return Ok(()),
+            started = self.start() => started?,
+        };
+        self.process(started).await
+    }
+
+    /// Runs `step` until it succeeds; throttled and transient failures are logged and retried
+    /// with back-off, a fatal one is returned.
+    async fn step<T, E: std::fmt::Display, Fut: std::future::Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        class: impl Fn(&E) -> Class,
+        mut step: impl FnMut() -> Fut,
+    ) -> Result<T, E> {
+        let config = BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(10))
+            .expect("valid back-off");
+        let mut backoff = Backoff::new(config);
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        loop {
+            match step().await {
+                Ok(v) => return Ok(v),
+                Err(e) if class(&e) == Class::Fatal => return Err(e),
+                Err(e) => {
+                    let delay = backoff.next_delay(&mut rng);
+                    tracing::warn!(stream = %self.stream.as_str(), error = %e, retry_in = ?delay, "worker start-up: {what} failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Start-up: the stream exists, the lease table exists and belongs to it, the shards have
+    /// leases, and the leases this worker id held before a restart are back.
+    async fn start(&self) -> Result<Started, WorkerError> {
+        let stream = self.stream.as_str().to_owned();
+        let info = self
+            .step("checking the stream", AwsError::class, || {
+                shard_sync::describe_stream(&self.kinesis, &self.stream)
+            })
+            .await
+            .map_err(|e| self.kinesis_error(e))?;
+        let identifier: Arc<str> = info.identifier.into();
+        self.step(
+            "creating or finding the lease table",
+            LeaseError::class,
+            || self.store.ensure_table(),
+        )
+        .await
+        .map_err(WorkerError::Leases)?;
+        let leases = self
+            .step("reading the lease table", LeaseError::class, || {
+                self.store.list()
+            })
+            .await
+            .map_err(WorkerError::Leases)?;
+        if let Some(found) = leases
+            .iter()
+            .filter_map(|l| l.stream.as_deref())
+            .find(|s| **s != *identifier)
+        {
+            return Err(WorkerError::LeaseTableOfAnotherStream {
+                expected: identifier.to_string(),
+                found: found.to_owned(),
+            });
+        }
+        let initial = self.config.initial_position;
+        let created = self
+            .step("the first shard sync", sync_class, || {
+                shard_sync::sync(
+                    &self.kinesis,
+                    &self.stream,
+                    &identifier,
+                    &*self.store,
+                    initial,
+                )
+            })
+            .await
+            .map_err(|e| self.sync_error(e))?;
+        tracing::info!(worker = %self.config.worker_id, stream = %stream, created, "shard sync done");
+        let coordinator = LeaseCoordinator::new(
+            self.store.clone(),
+            TakerConfig {
+                worker_id: self.config.worker_id.clone(),
+                failover_time: self.config.failover_time,
+                max_leases_per_worker: self.config.max_leases_per_worker,
+                max_leases_to_steal: self.config.max_leases_to_steal,
+            },
+        );
+        let resumed = if self.config.resume_own_leases_at_start {
+            self.step(
+                "resuming this worker id's leases",
+                LeaseError::class,
+                || coordinator.resume_own(),
+            )
+            .await
+            .map_err(WorkerError::Leases)?
+        } else {
+            Vec::new()
+        };
+        Ok(Started {
+            identifier,
+            coordinator,
+            resumed,
+        })
+    }
+
+    fn kinesis_error(&self, e: AwsError) -> WorkerError {
+        let stream = self.stream.as_str().to_owned();
+        if e.is_not_found() {
+            WorkerError::StreamNotFound { stream, source: e }
+        } else {
+            WorkerError::Kinesis { stream, source: e }
+        }
+    }
+
+    fn sync_error(&self, e: SyncError) -> WorkerError {
+        match e {
+            SyncError::Kinesis(e) => self.kinesis_error(e),
+            SyncError::Leases(e @ LeaseError::TableNotFound { .. }) => {
+                WorkerError::LeaseTableDeleted { source: e }
+            }
+            SyncError::Leases(e) => WorkerError::Leases(e),
+        }
+    }
+
+    /// Whether the stream is gone (asked again, so one odd answer does not stop the worker).
+    async fn stream_is_gone(&self) -> Option<AwsError> {
+        match shard_sync::describe_stream(&self.kinesis, &self.stream).await {
+            Err(e) if e.is_not_found() => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What a consumer's fatal Kinesis error means: the stream is gone (stop), the shard is gone
+    /// (drop its lease), access is denied (stop), or something about this shard (restart it).
+    async fn on_kinesis_fatal(
+        &self,
+        held: Arc<HeldLease>,
+        error: AwsError,
+        coordinator: &LeaseCoordinator,
+        consumers: &mut Consumers,
+    ) -> Option<Stop> {
+        if error.is_not_found() {
+            if let Some(gone) = self.stream_is_gone().await {
+                return Some(Stop::Gracefully(self.kinesis_error(gone)));
+            }
+            let listed = shard_sync::list_all_shards(&self.kinesis, &self.stream).await;
+            if let Ok(shards) = listed
+                && !shards.iter().any(|s| s.shard_id() == held.key)
+            {
+                tracing::warn!(lease = %held.key, stream = %self.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
+                coordinator.drop_lease(&held.key);
+                consumers.forget(&held.key);
+                if let Err(e) = self.store.delete(&held.key).await {
+                    tracing::warn!(lease = %held.key, error = %e, "deleting the lease of a missing shard failed; it is tried again when taken next");
+                }
+                return None;
+            }
+        } else if matches!(
+            error.code(),
+            Some(
+                "AccessDeniedException"
+                    | "UnrecognizedClientException"
+                    | "KMSAccessDeniedException"
+                    | "KMSDisabledException"
+                    | "KMSNotFoundException"
+            )
+        ) {
+            return Some(Stop::Gracefully(self.kinesis_error(error)));
+        }
+        let delay = consumers.restart(held.clone(), false);
+        tracing::error!(shard = %held.key, error = %error, retry_in = ?delay, "Kinesis refused reading the shard; restarting it from its checkpoint after a back-off");
+        None
+    }
+
+    /// The main loop, then the shutdown.
+    async fn process(self, started: Started) -> Result<(), WorkerError> {
+        let config = self.config.clone();
+        let Started {
+            identifier,
+            coordinator,
+            resumed,
+        } = started;
+        let mut consumers = Consumers::new(Context {
+            store: self.store.clone(),
+            kinesis: self.kinesis.clone(),
+            stream: self.stream.clone(),
+            stream_identifier: identifier.clone(),
+            config: config.clone(),
+            factory: self.factory.clone(),
+            stop: CancellationToken::new(),
+        });
+        for held in resumed {
+            consumers.start(held);
+        }
+        let mut renew = tokio::time::interval(config.renew_interval);
+        let mut take = tokio::time::interval(config.take_interval);
+        let mut sync = tokio::time::interval(config.shard_sync_interval);
+        let mut cleanup = tokio::time::interval(config.lease_cleanup_interval);
+        for t in [&mut renew, &mut take, &mut sync, &mut cleanup] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        sync.reset();
+        cleanup.reset();
+
+        let stop: Option<Stop> = loop {
+            let stop = tokio::select! {
+                () = self.handle.immediate.cancelled() => {
+                    consumers.abort_all();
+                    return Ok(());
+                }
+                () = self.handle.graceful.cancelled() => break None,
+                _ = renew.tick() => coordinator.renew_all().await.err().map(table_gone),
+                _ = take.tick() => match coordinator.take_round().await {
+                    Ok(taken) => {
+                        taken.into_iter().for_each(|held| consumers.start(held));
+                        None
+                    }
+                    Err(e @ LeaseError::TableNotFound { .. }) => Some(table_gone(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "taking leases failed; trying again next round");
+                        None
+                    }
+                },
+                _ = sync.tick() => {
+                    let synced = shard_sync::sync(&self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position).await;
+                    match synced {
+                        Ok(_) => None,
+                        Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {
+                            match (e.is_not_found(), self.stream_is_gone().await) {
+                                (true, None) => {
+                                    tracing::warn!(error = %e, "periodic shard sync failed; trying again next round");
+                                    None
+                                }
+                                (_, Some(gone)) => Some(Stop::Gracefully(self.kinesis_error(gone))),
+                                (false, None) => Some(Stop::Gracefully(self.kinesis_error(e))),
+                            }
+                        }
+                        Err(SyncError::Leases(e @ LeaseError::TableNotFound { .. })) => Some(table_gone(e)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "periodic shard sync failed; trying again next round");
+                            None
+                        }
+                    }
+                }
+                _ = cleanup.tick() => {
+                    crate::cleanup::run(&*self.store).await;
+                    None
+                }
+                Some((held, ended)) = consumers.next(), if !consumers.is_empty() => {
+                    self.on_consumer_end(held, ended, &coordinator, &mut consumers).await
+                }
+            };
+            if stop.is_some() {
+                break stop;
+            }
+        };
+
+        let result = match stop {
+            None => Ok(()),
+            Some(Stop::Gracefully(e)) => Err(e),
+            Some(Stop::LeasesGone(e)) => {
+                coordinator.lose_all();
+                Err(e)
+            }
+        };
+        // Graceful shutdown: processors get shutdown_requested while leases are still renewed.
+        tracing::info!(worker = %config.worker_id, leases = coordinator.held_count(), error = result.as_ref().err().map(tracing::field::display), "shutting down gracefully");
+        consumers.stop();
+        loop {
+            tokio::select! {
+                () = self.handle.immediate.cancelled() => {
+                    consumers.abort_all();
+                    return result;
+                }
+                _ = renew.tick() => { let _ = coordinator.renew_all().await; }
+                next = consumers.next() => match next {
+                    Some((held, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held.key),
+                    Some((held, Ended::Panicked(message))) => {
+                        tracing::error!(shard = %held.key, panic = %message, "record processor panicked during shutdown");
+                        coordinator.release(&held).await;
+                    }
+                    Some((held, _)) => coordinator.release(&held).await,
+                    None => break,
+                },
+            }
+        }
+        result
+    }
+
+    /// Acts on a consumer's end; `Some` when the worker must stop.
+    async fn on_consumer_end(
+        &self,
+        held: Arc<HeldLease>,
+        ended: Ended,
+        coordinator: &LeaseCoordinator,
+        consumers: &mut Consumers,
+    ) -> Option<Stop> {
+        let restart = |consumers: &mut Consumers, held: Arc<HeldLease>, progressed| {
+            if held.lost.is_cancelled() {
+                coordinator.drop_lease(&held.key);
+                consumers.forget(&held.key);
+                None
+            } else {
+                Some(consumers.restart(held, progressed))
+            }
+        };
+        match ended {
+            // A finished shard is released: nobody needs to hold it any more.
+            Ended::Outcome(ShardOutcome::Finished) => {
+                consumers.forget(&held.key);
+                coordinator.release(&held).await;
+            }
+            Ended::Outcome(ShardOutcome::LeaseLost | ShardOutcome::ShutDown) | Ended::Aborted => {
+                consumers.forget(&held.key);
+                coordinator.drop_lease(&held.key);
+            }
+            Ended::Outcome(ShardOutcome::ProcessorFailed {
+                call,
+                error,
+                progressed,
+            }) => {
+                if let Some(delay) = restart(consumers, held.clone(), progressed) {
+                    tracing::error!(shard = %held.key, call, error = %error, retry_in = ?delay, "record processor failed; the shard restarts from its last checkpoint after a back-off");
+                }
+            }
+            Ended::Panicked(message) => {
+                if let Some(delay) = restart(consumers, held.clone(), false) {
+                    tracing::error!(shard = %held.key, panic = %message, retry_in = ?delay, "record processor panicked; the shard restarts from its last checkpoint after a back-off");
+                }
+            }
+            Ended::Outcome(ShardOutcome::KinesisFatal(error)) => {
+                return self
+                    .on_kinesis_fatal(held, error, coordinator, consumers)
+                    .await;
+            }
+        }
+        None
+    }
+}
+
+/// What start-up hands to the main loop.
+struct Started {
+    identifier: Arc<str>,
+    coordinator: LeaseCoordinator,
+    resumed: Vec<Arc<HeldLease>>,
+}
+
+fn table_gone(e: LeaseError) -> Stop {
+    Stop::LeasesGone(WorkerError::LeaseTableDeleted { source: e })
+}
+
+fn sync_class(e: &SyncError) -> Class {
+    match e {
+        SyncError::Kinesis(e) => e.class(),
+        SyncError::Leases(e) => e.class(),
+    }
+}
