@@ -152,3 +152,53 @@ impl RecordProcessor for Recorder {
         Ok(())
     }
 }
+
+/// Puts records `from..from + n` straight through PutRecords (no aggregation): partition key
+/// `key-{i}`, data `record-{i}`.
+pub async fn put_numbered(kinesis: &aws_sdk_kinesis::Client, stream: &str, from: usize, n: usize) {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let ids: Vec<usize> = (from..from + n).collect();
+    for chunk in ids.chunks(500) {
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("key-{i}"))
+                    .data(Blob::new(format!("record-{i}")))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("PutRecords");
+        assert_eq!(out.failed_record_count(), Some(0), "every record stored");
+    }
+}
+
+impl Log {
+    /// How many different records (by data) were delivered.
+    pub fn distinct(&self) -> usize {
+        self.records
+            .iter()
+            .map(|(_, _, r)| &r.data)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+}
+
+/// Runs `worker` in a task; the task's result is `run`'s.
+pub fn spawn_worker(
+    worker: kcl::Worker,
+) -> (
+    kcl::ShutdownHandle,
+    tokio::task::JoinHandle<Result<(), kcl::WorkerError>>,
+) {
+    let handle = worker.shutdown_handle();
+    (handle, tokio::spawn(worker.run()))
+}

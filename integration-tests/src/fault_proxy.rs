@@ -33,6 +33,10 @@ pub struct Faults {
     pub reset_calls: f64,
     /// PutRecords calls are never answered (the connection is held open).
     pub stall_put_records: bool,
+    /// No call at all is answered (a paused or black-holed endpoint).
+    pub stall_all_calls: bool,
+    /// GetRecords calls are answered HTTP 400 `AccessDeniedException` (a revoked permission).
+    pub deny_get_records: bool,
 }
 
 /// What the proxy did, for assertions.
@@ -44,7 +48,7 @@ pub struct FaultCounts {
     pub internal_errors: AtomicU64,
     /// Connections closed without an answer.
     pub resets: AtomicU64,
-    /// PutRecords calls held without an answer.
+    /// Calls held without an answer.
     pub stalled: AtomicU64,
     /// Calls forwarded upstream.
     pub forwarded: AtomicU64,
@@ -150,6 +154,14 @@ async fn handle(state: State, req: Request<Incoming>) -> Result<Response<Full<By
         return Err(Reset);
     };
 
+    if faults.stall_all_calls {
+        state.counts.stalled.fetch_add(1, Ordering::Relaxed);
+        std::future::pending::<()>().await;
+    }
+    if target.ends_with(".GetRecords") && faults.deny_get_records {
+        let body = json!({"__type": "AccessDeniedException", "message": "injected: not authorized to perform kinesis:GetRecords"});
+        return Ok(json_response(StatusCode::BAD_REQUEST, &body));
+    }
     if is_put_records && faults.stall_put_records {
         state.counts.stalled.fetch_add(1, Ordering::Relaxed);
         std::future::pending::<()>().await;

@@ -12,6 +12,7 @@ pub mod check;
 pub mod consume;
 mod env;
 pub mod fault_proxy;
+pub mod log_capture;
 mod names;
 pub mod read;
 mod resources;

@@ -1,6 +1,8 @@
 //! Splitting one shard and merging two adjacent shards while producing: every record is processed
 //! exactly once, and for every partition key all records of a parent shard are processed before
-//! any record of its children (splits AND merges).
+//! any record of its children (splits AND merges), whatever the initial position: children of a
+//! shard that has a lease start at TRIM_HORIZON after their parents, also under `Latest` and
+//! `AtTimestamp`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -33,11 +35,25 @@ async fn produce(producer: &Producer, stream: &TestStream, phase: &str, n: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
+    split_and_merge(InitialPosition::TrimHorizon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_latest_too_parents_come_before_children_and_no_child_record_is_skipped() {
+    split_and_merge(InitialPosition::Latest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_at_timestamp_too_parents_come_before_children() {
+    split_and_merge(InitialPosition::AtTimestamp(std::time::SystemTime::now())).await;
+}
+
+async fn split_and_merge(position: InitialPosition) {
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
     let log = DeliveryLog::default();
-    let config = test_worker_config("w", InitialPosition::TrimHorizon)
+    let config = test_worker_config("w", position)
         .shard_sync_interval(Duration::from_millis(200))
         .lease_cleanup_interval(Duration::from_millis(200));
     let worker = Worker::new(
@@ -51,6 +67,11 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
     let task = tokio::spawn(async move { worker.run().await.expect("worker") });
     let producer =
         Producer::new(&env.sdk_config, kpl::ProducerConfig::default()).expect("producer");
+    // Under Latest, only what is written after reading started is delivered.
+    log.wait_for("both shards reading", Duration::from_secs(30), |l| {
+        l.initialized.len() >= 2
+    })
+    .await;
 
     produce(&producer, &stream, "before", 600).await;
     let shards = stream.open_shards().await;
@@ -154,8 +175,12 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
 
     let snapshot = log.snapshot();
     let distinct: HashSet<&Bytes> = snapshot.records.iter().map(|(_, _, r)| &r.data).collect();
-    assert_eq!(distinct.len(), 1_800, "every record processed");
-    assert_eq!(snapshot.records.len(), 1_800, "exactly once");
+    assert_eq!(
+        distinct.len(),
+        1_800,
+        "every record processed ({position:?})"
+    );
+    assert_eq!(snapshot.records.len(), 1_800, "exactly once ({position:?})");
     let merged = parents.values().any(|p| p.len() == 2);
     assert!(merged, "the stream has a merged shard");
 
@@ -174,7 +199,7 @@ async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
             if let Some(last_in_parent) = last.get(&(*key, ancestor.as_str())) {
                 assert!(
                     last_in_parent < first_in_child,
-                    "{key}: a record of {child} was processed before the last record of its ancestor {ancestor}"
+                    "{position:?}: {key}: a record of {child} was processed before the last record of its ancestor {ancestor}"
                 );
                 checked += 1;
             }

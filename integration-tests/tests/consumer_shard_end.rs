@@ -1,30 +1,17 @@
 //! A processor that does not checkpoint in `shard_ended`: the shard's children never start, and
 //! the log names the shard and says why. (The log capture is global, so this is its own binary.)
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use integration_tests::consume::test_worker_config;
+use integration_tests::log_capture::Captured;
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::leases::{DynamoDbLeaseStore, LeaseStore};
 use kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker};
 use tokio::sync::Notify;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Clone, Default)]
 struct Seen {
@@ -66,13 +53,7 @@ impl RecordProcessor for Forgetful {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_wait_while_the_parent_is_not_checkpointed_at_shard_end_and_the_log_says_why() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = Captured::install();
 
     let env = TestEnv::new().await;
     let stream = env.create_stream(1).await;
@@ -156,7 +137,7 @@ async fn children_wait_while_the_parent_is_not_checkpointed_at_shard_end_and_the
         2,
         "child shards recorded on the parent"
     );
-    let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8 log");
+    let text = captured.text();
     let line = text
         .lines()
         .find(|l| l.contains("did not checkpoint SHARD_END"))

@@ -38,6 +38,7 @@ async fn throttling_5xx_and_resets_are_retried_until_every_record_is_stored() {
             internal_error_calls: 0.05,
             reset_calls: 0.01,
             stall_put_records: false,
+            ..Faults::default()
         })
         .await;
     // Small aggregates (~9 records) and calls of 3 make ~185 calls, so that a 5% fault shows

@@ -145,7 +145,7 @@ impl ShardConsumer {
                             ShardState::Processing
                         }
                         Ok(Err(e)) if e.class() == Class::Fatal => {
-                            return ShardOutcome::KinesisFatal(e);
+                            return self.fatal(processor, initialized, &checkpointer, e).await;
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(shard = %shard_id, error = %e, "cannot start reading the shard; retrying");
@@ -176,7 +176,9 @@ impl ShardConsumer {
                             prefetcher = None;
                             ShardState::Initializing
                         }
-                        Some(Some(Err(e))) => return ShardOutcome::KinesisFatal(e),
+                        Some(Some(Err(e))) => {
+                            return self.fatal(processor, initialized, &checkpointer, e).await;
+                        }
                         Some(Some(Ok(mut batch))) => {
                             let delivered = self
                                 .deliver(
@@ -240,6 +242,21 @@ impl ShardConsumer {
                 ShardState::ShutDown => return ShardOutcome::ShutDown,
             };
         }
+    }
+
+    /// Stops on a Kinesis error no retry can fix: an initialised processor gets
+    /// `shutdown_requested` (its chance to checkpoint) first.
+    async fn fatal(
+        &self,
+        processor: &mut dyn RecordProcessor,
+        initialized: bool,
+        checkpointer: &Checkpointer,
+        error: AwsError,
+    ) -> ShardOutcome {
+        if initialized && let Err(e) = processor.shutdown_requested(checkpointer).await {
+            tracing::warn!(shard = %self.held.key, error = %e, "processor's shutdown_requested returned an error");
+        }
+        ShardOutcome::KinesisFatal(error)
     }
 
     fn limits(&self) -> PrefetchLimits {
