@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod consume;
+pub mod delivery_file;
 mod env;
 pub mod fault_proxy;
 pub mod log_capture;
