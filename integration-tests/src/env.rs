@@ -104,6 +104,29 @@ impl TestEnv {
         }
     }
 
+    /// A fault-injecting proxy in front of the DynamoDB endpoint (local endpoints only).
+    pub async fn dynamodb_fault_proxy(
+        &self,
+        faults: crate::fault_proxy::Faults,
+    ) -> crate::fault_proxy::FaultProxy {
+        match &self.endpoints {
+            Endpoints::Local { dynamodb, .. } => {
+                crate::fault_proxy::FaultProxy::start(dynamodb, faults).await
+            }
+            Endpoints::RealAws => {
+                panic!("this test needs a local DynamoDB endpoint to put a fault proxy in front of")
+            }
+        }
+    }
+
+    /// A DynamoDB client that sends its calls to `url` (a proxy) instead.
+    pub fn dynamodb_client_at(&self, url: &str) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+            .endpoint_url(url)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
     /// A fault-injecting proxy in front of the Kinesis endpoint.
     pub async fn fault_proxy(
         &self,

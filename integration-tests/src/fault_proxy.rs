@@ -37,6 +37,9 @@ pub struct Faults {
     pub stall_all_calls: bool,
     /// GetRecords calls are answered HTTP 400 `AccessDeniedException` (a revoked permission).
     pub deny_get_records: bool,
+    /// The first this-many calls are forwarded, done upstream, and their answers lost (the
+    /// connection closes): the caller cannot know whether they happened.
+    pub lose_first_answers: u64,
 }
 
 /// What the proxy did, for assertions.
@@ -52,6 +55,8 @@ pub struct FaultCounts {
     pub stalled: AtomicU64,
     /// Calls forwarded upstream.
     pub forwarded: AtomicU64,
+    /// Calls done upstream whose answer was lost.
+    pub answers_lost: AtomicU64,
     /// GetRecords calls seen.
     pub get_records: AtomicU64,
 }
@@ -185,7 +190,12 @@ async fn handle(state: State, req: Request<Incoming>) -> Result<Response<Full<By
     if is_put_records && faults.throttle_entries > 0.0 {
         return Ok(throttle_some(&state, parts, body, faults.throttle_entries).await);
     }
-    Ok(forward(&state, parts, body).await)
+    let answer = forward(&state, parts, body).await;
+    if state.counts.answers_lost.fetch_add(1, Ordering::SeqCst) < faults.lose_first_answers {
+        return Err(Reset);
+    }
+    state.counts.answers_lost.fetch_sub(1, Ordering::SeqCst);
+    Ok(answer)
 }
 
 async fn forward(

@@ -184,3 +184,44 @@ async fn a_java_kcl_row_is_read_and_its_extra_attributes_survive_our_writes() {
     );
     assert_eq!(raw.get("leaseOwner"), Some(&s("rust-worker")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_whose_answer_was_lost_is_recognised_as_done_when_retried() {
+    let env = TestEnv::new().await;
+    let (direct, _table) = store(&env).await;
+    let lease = Lease::new("shardId-000000000000", CheckpointPosition::TrimHorizon);
+    direct.create_if_absent(&lease).await.unwrap();
+    let mine = direct.take(&lease, "w").await.unwrap();
+    let proxy = env
+        .dynamodb_fault_proxy(integration_tests::fault_proxy::Faults {
+            lose_first_answers: 1,
+            ..Default::default()
+        })
+        .await;
+    let proxied = DynamoDbLeaseStore::new(env.dynamodb_client_at(&proxy.url), direct.table());
+    let at = CheckpointPosition::Sequence {
+        sequence: SequenceNumber::parse("4959").unwrap(),
+        sub_sequence: 3,
+    };
+    // The first attempt is stored but its answer lost; the retry's condition then fails on the
+    // counter the first attempt moved, and finds the lease exactly as intended.
+    let written = proxied
+        .checkpoint(&mine, &at, None)
+        .await
+        .expect("recognised as done, not as a lost lease");
+    assert_eq!(
+        proxy
+            .counts
+            .answers_lost
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(written.checkpoint, at);
+    assert_eq!(direct.get(&mine.key).await.unwrap().unwrap(), written);
+
+    // A real conflict is still one: another worker took the lease since.
+    let current = direct.get(&mine.key).await.unwrap().unwrap();
+    direct.take(&current, "thief").await.unwrap();
+    let err = proxied.checkpoint(&written, &at, None).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+}

@@ -42,7 +42,8 @@ fn policy() -> RetryPolicy {
 /// A lease table in DynamoDB (on-demand capacity when this creates it).
 ///
 /// Every call has a timeout (default 5 s, [`DynamoDbLeaseStore::with_call_timeout`]) and up to 3
-/// attempts for throttled or transient failures. A conditional write retried after a timeout
+/// attempts for throttled or transient failures (renewals: one; the next renewal is the retry).
+/// A conditional write retried after a timeout
 /// whose first attempt did land is recognised as done, not reported as a conflict.
 #[derive(Clone, Debug)]
 pub struct DynamoDbLeaseStore {
@@ -118,6 +119,7 @@ impl DynamoDbLeaseStore {
         remove: &[&str],
         condition: Condition,
         intended: &Lease,
+        policy: RetryPolicy,
     ) -> Result<Lease, LeaseError> {
         let mut names = HashMap::new();
         let mut values = HashMap::new();
@@ -154,7 +156,7 @@ impl DynamoDbLeaseStore {
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let outcome_unknown = std::sync::atomic::AtomicBool::new(false);
-        retry(policy(), LeaseError::class, || {
+        retry(policy, LeaseError::class, || {
             let request = request.clone();
             let outcome_unknown = &outcome_unknown;
             async move {
@@ -430,6 +432,8 @@ impl LeaseStore for DynamoDbLeaseStore {
             &[],
             Condition::Counter(lease.counter),
             &next,
+            // The next renewal, a renew interval later, is the retry: a renewal round stays short.
+            RetryPolicy::once(),
         )
         .await
     }
@@ -447,6 +451,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &[],
             Condition::Counter(lease.counter),
             &next,
+            policy(),
         )
         .await
     }
@@ -459,6 +464,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &[LEASE_OWNER],
             Condition::Owner(lease.owner.clone()),
             &next,
+            policy(),
         )
         .await
     }
@@ -492,6 +498,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &remove,
             Condition::CounterAndOwner(lease.counter, lease.owner.clone()),
             &next,
+            policy(),
         )
         .await
     }
@@ -514,6 +521,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &[],
             Condition::Owner(lease.owner.clone()),
             &next,
+            policy(),
         )
         .await
     }
