@@ -37,18 +37,12 @@ pub(crate) fn configure(
     client: &aws_sdk_kinesis::Client,
     timeout: Duration,
 ) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::retry::RetryConfig;
-    use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+    let (retries, timeouts) = kinesis_retry::sdk_call_settings(timeout);
     let config = client
         .config()
         .to_builder()
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(timeout)
-                .operation_attempt_timeout(timeout)
-                .build(),
-        )
+        .retry_config(retries)
+        .timeout_config(timeouts)
         .build();
     aws_sdk_kinesis::Client::from_conf(config)
 }

@@ -123,16 +123,12 @@ pub(crate) struct SdkKinesis {
 
 impl SdkKinesis {
     pub(crate) fn new(client: &aws_sdk_kinesis::Client, request_timeout: Duration) -> Self {
+        let (retries, timeouts) = kinesis_retry::sdk_call_settings(request_timeout);
         let config = client
             .config()
             .to_builder()
-            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(request_timeout)
-                    .connect_timeout(request_timeout.min(Duration::from_secs(3)))
-                    .build(),
-            )
+            .retry_config(retries)
+            .timeout_config(timeouts)
             .build();
         SdkKinesis {
             client: aws_sdk_kinesis::Client::from_conf(config),

@@ -18,3 +18,23 @@ pub use aws_error::{AwsError, AwsErrorKind};
 pub use backoff::{Backoff, BackoffConfig, BackoffConfigError};
 pub use class::{Class, classify, classify_code};
 pub use retry_loop::{RetryPolicy, retry, retry_with_rng};
+
+/// The SDK settings every client of this workspace uses: the SDK's own retries off (the caller
+/// retries by [`Class`], so retries do not multiply), each call and each attempt limited to
+/// `timeout`, and connecting to at most 3 s of it. Apply with a service config builder's
+/// `retry_config` and `timeout_config`.
+pub fn sdk_call_settings(
+    timeout: std::time::Duration,
+) -> (
+    aws_smithy_types::retry::RetryConfig,
+    aws_smithy_types::timeout::TimeoutConfig,
+) {
+    (
+        aws_smithy_types::retry::RetryConfig::disabled(),
+        aws_smithy_types::timeout::TimeoutConfig::builder()
+            .operation_timeout(timeout)
+            .operation_attempt_timeout(timeout)
+            .connect_timeout(timeout.min(std::time::Duration::from_secs(3)))
+            .build(),
+    )
+}

@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -67,17 +65,13 @@ impl DynamoDbLeaseStore {
 
     /// Limits each DynamoDB call to `timeout` (default 5 s).
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        let (retries, timeouts) = kinesis_retry::sdk_call_settings(timeout);
         let config = self
             .client
             .config()
             .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(timeout)
-                    .operation_attempt_timeout(timeout)
-                    .build(),
-            )
+            .retry_config(retries)
+            .timeout_config(timeouts)
             .build();
         self.client = aws_sdk_dynamodb::Client::from_conf(config);
         self
