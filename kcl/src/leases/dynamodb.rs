@@ -2,20 +2,19 @@
 //! set or remove only the attributes they change, so attributes written by a Java KCL 3.x worker
 //! (`throughputKBps`, `checkpointOwner`, ...) survive.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
 };
 use kinesis_retry::{AwsError, AwsErrorKind, BackoffConfig, RetryPolicy, retry};
 
+use super::conditional::Condition;
 use super::item::{
     CHECKPOINT, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER,
     OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB, from_item, n, s, to_item,
@@ -30,7 +29,7 @@ pub(crate) const DEFAULT_LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Attempts per lease-table call: throttled and transient failures are retried with jittered
 /// back-off (the SDK's own retries are off, so they do not multiply).
-fn policy() -> RetryPolicy {
+pub(super) fn policy() -> RetryPolicy {
     RetryPolicy::new(
         3,
         BackoffConfig::new(Duration::from_millis(50), Duration::from_secs(1)).expect("valid"),
@@ -45,8 +44,8 @@ fn policy() -> RetryPolicy {
 /// whose first attempt did land is recognised as done, not reported as a conflict.
 #[derive(Clone, Debug)]
 pub struct DynamoDbLeaseStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
     /// Malformed rows already logged (key and reason), so each is logged once.
     malformed_logged: Arc<Mutex<HashSet<(String, String)>>>,
 }
@@ -83,7 +82,7 @@ impl DynamoDbLeaseStore {
     }
 
     /// A failed call as a lease error: a missing table is its own error.
-    fn error<E>(&self, operation: &'static str, e: SdkError<E>) -> LeaseError
+    pub(super) fn error<E>(&self, operation: &'static str, e: SdkError<E>) -> LeaseError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata
             + std::error::Error
@@ -101,150 +100,6 @@ impl DynamoDbLeaseStore {
             LeaseError::Store { source: e }
         }
     }
-
-    /// A conditional update: `set` these attributes, `remove` those, if `condition` holds.
-    /// `intended` is the lease as the update should leave it: when an attempt whose outcome is
-    /// unknown (timeout, connection lost) is retried and the retry's condition fails because the
-    /// lease already is `intended`, the first attempt landed and the update is done.
-    async fn update(
-        &self,
-        key: &str,
-        set: Vec<(&str, AttributeValue)>,
-        remove: &[&str],
-        condition: Condition,
-        intended: &Lease,
-        policy: RetryPolicy,
-    ) -> Result<Lease, LeaseError> {
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        let mut sets = Vec::new();
-        for (i, (attr, value)) in set.into_iter().enumerate() {
-            names.insert(format!("#s{i}"), attr.to_owned());
-            values.insert(format!(":s{i}"), value);
-            sets.push(format!("#s{i} = :s{i}"));
-        }
-        let mut removes = Vec::new();
-        for (i, attr) in remove.iter().enumerate() {
-            names.insert(format!("#r{i}"), (*attr).to_owned());
-            removes.push(format!("#r{i}"));
-        }
-        let mut expression = String::new();
-        if !sets.is_empty() {
-            expression += &format!("SET {}", sets.join(", "));
-        }
-        if !removes.is_empty() {
-            expression += &format!(" REMOVE {}", removes.join(", "));
-        }
-        let condition = condition.render();
-        names.extend(condition.names);
-        values.extend(condition.values);
-        let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(LEASE_KEY, s(key))
-            .update_expression(expression)
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let outcome_unknown = std::sync::atomic::AtomicBool::new(false);
-        retry(policy, LeaseError::class, || {
-            let request = request.clone();
-            let outcome_unknown = &outcome_unknown;
-            async move {
-                match request.send().await {
-                    Ok(output) => from_item(&output.attributes.unwrap_or_default()),
-                    Err(SdkError::ServiceError(e))
-                        if matches!(
-                            e.err(),
-                            UpdateItemError::ConditionalCheckFailedException(_)
-                        ) =>
-                    {
-                        let UpdateItemError::ConditionalCheckFailedException(c) = e.err() else {
-                            unreachable!("matched above")
-                        };
-                        match c.item() {
-                            Some(item) => {
-                                let current = from_item(item)?;
-                                if outcome_unknown.load(Ordering::Relaxed) && current == *intended {
-                                    return Ok(current);
-                                }
-                                Err(LeaseError::Conflict {
-                                    key: key.to_owned(),
-                                    current: Some(Box::new(current)),
-                                })
-                            }
-                            None => Err(LeaseError::NotFound {
-                                key: key.to_owned(),
-                            }),
-                        }
-                    }
-                    Err(e) => {
-                        let e = self.error("DynamoDB UpdateItem", e);
-                        if let LeaseError::Store { source } = &e
-                            && matches!(
-                                source.kind(),
-                                AwsErrorKind::Timeout | AwsErrorKind::Connection { .. }
-                            )
-                        {
-                            outcome_unknown.store(true, Ordering::Relaxed);
-                        }
-                        Err(e)
-                    }
-                }
-            }
-        })
-        .await
-    }
-}
-
-/// The condition of an update, always requiring the lease to exist.
-enum Condition {
-    Counter(u64),
-    Owner(Option<String>),
-    CounterAndOwner(u64, Option<String>),
-}
-
-impl Condition {
-    fn render(self) -> RenderedCondition {
-        let mut names = vec![("#key".to_owned(), LEASE_KEY.to_owned())];
-        let mut values = Vec::new();
-        let mut parts = vec!["attribute_exists(#key)".to_owned()];
-        let (counter, owner) = match self {
-            Condition::Counter(c) => (Some(c), None),
-            Condition::Owner(o) => (None, Some(o)),
-            Condition::CounterAndOwner(c, o) => (Some(c), Some(o)),
-        };
-        if let Some(c) = counter {
-            names.push(("#counter".into(), LEASE_COUNTER.into()));
-            values.push((":counter".into(), n(c)));
-            parts.push("#counter = :counter".into());
-        }
-        if let Some(owner) = owner {
-            names.push(("#owner".into(), LEASE_OWNER.into()));
-            match owner {
-                Some(o) => {
-                    values.push((":owner".into(), s(&o)));
-                    parts.push("#owner = :owner".into());
-                }
-                None => parts.push("attribute_not_exists(#owner)".into()),
-            }
-        }
-        RenderedCondition {
-            expression: parts.join(" AND "),
-            names,
-            values,
-        }
-    }
-}
-
-/// A condition expression with its attribute names and values.
-struct RenderedCondition {
-    expression: String,
-    names: Vec<(String, String)>,
-    values: Vec<(String, AttributeValue)>,
 }
 
 impl DynamoDbLeaseStore {

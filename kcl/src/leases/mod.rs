@@ -11,6 +11,7 @@
 //!            failover time (expired) or to balance load (steal) ◀────┘
 //! ```
 
+mod conditional;
 mod dynamodb;
 mod item;
 mod lease;

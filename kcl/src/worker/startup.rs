@@ -1,0 +1,153 @@
+//! Start-up: the stream exists, the lease table exists and belongs to it, the shards have
+//! leases, and the leases this worker id held before a restart are back. Each step retries
+//! throttled and transient failures with back-off (logging each) until it succeeds; a fatal one
+//! ends `run` with a typed error. The caller races all of it against shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::{Worker, WorkerError};
+use crate::checkpoint::HeldLease;
+use crate::coordinator::LeaseCoordinator;
+use crate::coordinator::taker::TakerConfig;
+use crate::leases::LeaseError;
+use crate::shard_sync::{self, SyncError};
+
+/// What start-up hands to the main loop.
+pub(super) struct Started {
+    pub(super) identifier: Arc<str>,
+    pub(super) coordinator: LeaseCoordinator,
+    pub(super) resumed: Vec<Arc<HeldLease>>,
+}
+
+impl Worker {
+    /// Runs `step` until it succeeds; throttled and transient failures are logged and retried
+    /// with back-off, a fatal one is returned.
+    async fn step<T, E: std::fmt::Display, Fut: std::future::Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        class: impl Fn(&E) -> Class,
+        mut step: impl FnMut() -> Fut,
+    ) -> Result<T, E> {
+        let config = BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(10))
+            .expect("valid back-off");
+        let mut backoff = Backoff::new(config);
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        loop {
+            match step().await {
+                Ok(v) => return Ok(v),
+                Err(e) if class(&e) == Class::Fatal => return Err(e),
+                Err(e) => {
+                    let delay = backoff.next_delay(&mut rng);
+                    tracing::warn!(stream = %self.stream.as_str(), error = %e, retry_in = ?delay, "worker start-up: {what} failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Start-up: the stream exists, the lease table exists and belongs to it, the shards have
+    /// leases, and the leases this worker id held before a restart are back.
+    pub(super) async fn start(&self) -> Result<Started, WorkerError> {
+        let stream = self.stream.as_str().to_owned();
+        let info = self
+            .step("checking the stream", AwsError::class, || {
+                shard_sync::describe_stream(&self.kinesis, &self.stream)
+            })
+            .await
+            .map_err(|e| self.kinesis_error(e))?;
+        let identifier: Arc<str> = info.identifier.into();
+        self.step(
+            "creating or finding the lease table",
+            LeaseError::class,
+            || self.store.ensure_table(),
+        )
+        .await
+        .map_err(WorkerError::Leases)?;
+        let leases = self
+            .step("reading the lease table", LeaseError::class, || {
+                self.store.list()
+            })
+            .await
+            .map_err(WorkerError::Leases)?;
+        if let Some(found) = leases
+            .iter()
+            .filter_map(|l| l.stream.as_deref())
+            .find(|s| **s != *identifier)
+        {
+            return Err(WorkerError::LeaseTableOfAnotherStream {
+                expected: identifier.to_string(),
+                found: found.to_owned(),
+            });
+        }
+        let initial = self.config.initial_position;
+        let created = self
+            .step("the first shard sync", sync_class, || {
+                shard_sync::sync(
+                    &self.kinesis,
+                    &self.stream,
+                    &identifier,
+                    &*self.store,
+                    initial,
+                )
+            })
+            .await
+            .map_err(|e| self.sync_error(e))?;
+        tracing::info!(worker = %self.config.worker_id, stream = %stream, created, "shard sync done");
+        let coordinator = LeaseCoordinator::new(
+            self.store.clone(),
+            TakerConfig {
+                worker_id: self.config.worker_id.clone(),
+                failover_time: self.config.failover_time,
+                max_leases_per_worker: self.config.max_leases_per_worker,
+                max_leases_to_steal: self.config.max_leases_to_steal,
+            },
+        );
+        let resumed = if self.config.resume_own_leases_at_start {
+            self.step(
+                "resuming this worker id's leases",
+                LeaseError::class,
+                || coordinator.resume_own(),
+            )
+            .await
+            .map_err(WorkerError::Leases)?
+        } else {
+            Vec::new()
+        };
+        Ok(Started {
+            identifier,
+            coordinator,
+            resumed,
+        })
+    }
+
+    pub(super) fn kinesis_error(&self, e: AwsError) -> WorkerError {
+        let stream = self.stream.as_str().to_owned();
+        if e.is_not_found() {
+            WorkerError::StreamNotFound { stream, source: e }
+        } else {
+            WorkerError::Kinesis { stream, source: e }
+        }
+    }
+
+    pub(super) fn sync_error(&self, e: SyncError) -> WorkerError {
+        match e {
+            SyncError::Kinesis(e) => self.kinesis_error(e),
+            SyncError::Leases(e @ LeaseError::TableNotFound { .. }) => {
+                WorkerError::LeaseTableDeleted { source: e }
+            }
+            SyncError::Leases(e) => WorkerError::Leases(e),
+        }
+    }
+}
+
+pub(super) fn sync_class(e: &SyncError) -> Class {
+    match e {
+        SyncError::Kinesis(e) => e.class(),
+        SyncError::Leases(e) => e.class(),
+    }
+}
