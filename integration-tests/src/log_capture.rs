@@ -45,3 +45,13 @@ impl Write for Captured {
         Ok(())
     }
 }
+
+/// Sends the library's warnings and errors to the test's own output (shown when a test fails),
+/// so a failure explains itself. Safe to call from every test of a binary.
+pub fn warnings_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}

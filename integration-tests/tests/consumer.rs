@@ -65,6 +65,7 @@ async fn produce(env: &TestEnv, stream: &str, n: usize, tag: &str) -> Vec<(Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_checkpoint() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(4).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -199,6 +200,7 @@ async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_ch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_inside_an_aggregate_resumes_at_the_next_sub_record() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(1).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -249,6 +251,7 @@ async fn a_checkpoint_inside_an_aggregate_resumes_at_the_next_sub_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_every_lease_to_another_worker_at_once() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));

@@ -72,6 +72,7 @@ impl Drop for Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_workers_lose_nothing_across_a_split_and_a_merge() {
+    integration_tests::log_capture::warnings_to_test_output();
     let seed: u64 = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -104,10 +104,12 @@ async fn failing_processors_do_not_stall_their_shards(how: Failure) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_processor_restarts_from_its_checkpoint() {
+    integration_tests::log_capture::warnings_to_test_output();
     failing_processors_do_not_stall_their_shards(Failure::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_returning_an_error_restarts_from_its_checkpoint() {
+    integration_tests::log_capture::warnings_to_test_output();
     failing_processors_do_not_stall_their_shards(Failure::Error).await;
 }

@@ -52,6 +52,7 @@ fn chain(e: &dyn Error) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_stream_stops_the_worker_with_a_typed_error() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -93,6 +94,7 @@ async fn a_deleted_stream_stops_the_worker_with_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_lease_table_stops_the_worker_with_a_typed_error() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -120,6 +122,7 @@ async fn a_deleted_lease_table_stops_the_worker_with_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_for_a_shard_that_does_not_exist_is_deleted_and_the_rest_goes_on() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -151,6 +154,7 @@ async fn a_lease_for_a_shard_that_does_not_exist_is_deleted_and_the_rest_goes_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_records_denied_stops_the_worker_with_the_services_code() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(1).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -183,6 +187,7 @@ async fn get_records_denied_stops_the_worker_with_the_services_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_table_of_another_stream_is_refused() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let first = env.create_stream(1).await;
     let second = env.create_stream(1).await;
@@ -209,6 +214,7 @@ async fn a_lease_table_of_another_stream_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_does_not_exist_is_reported_before_any_table_is_created() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let table = TestTable::adopt(&env, random_name("app"));
     let log = DeliveryLog::default();

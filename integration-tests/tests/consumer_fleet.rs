@@ -71,6 +71,7 @@ async fn produce(env: &TestEnv, stream: &str, from: usize, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_settle_at_3_3_2_and_an_aborted_workers_shards_fail_over() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(8).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -179,6 +180,7 @@ async fn three_workers_settle_at_3_3_2_and_an_aborted_workers_shards_fail_over()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_has_its_shards_taken_within_the_failover_time() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(4).await;
     let table = TestTable::adopt(&env, random_name("app"));

@@ -35,16 +35,19 @@ async fn produce(producer: &Producer, stream: &TestStream, phase: &str, n: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
+    integration_tests::log_capture::warnings_to_test_output();
     split_and_merge(InitialPosition::TrimHorizon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_latest_too_parents_come_before_children_and_no_child_record_is_skipped() {
+    integration_tests::log_capture::warnings_to_test_output();
     split_and_merge(InitialPosition::Latest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_latest_a_split_while_no_worker_runs_loses_nothing_and_keeps_the_order() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -122,6 +125,7 @@ async fn under_latest_a_split_while_no_worker_runs_loses_nothing_and_keeps_the_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_at_timestamp_too_parents_come_before_children() {
+    integration_tests::log_capture::warnings_to_test_output();
     split_and_merge(InitialPosition::AtTimestamp(std::time::SystemTime::now())).await;
 }
 

@@ -59,6 +59,7 @@ async fn restart_with_the_same_id(config: impl Fn() -> WorkerConfig) -> Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_restarted_with_the_same_id_resumes_its_leases_at_once() {
+    integration_tests::log_capture::warnings_to_test_output();
     let took =
         restart_with_the_same_id(|| test_worker_config("w0", InitialPosition::TrimHorizon)).await;
     eprintln!("every shard processed again {took:?} after the restart");
@@ -70,6 +71,7 @@ async fn a_worker_restarted_with_the_same_id_resumes_its_leases_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_resume_at_start_the_ids_leases_are_taken_once_expired() {
+    integration_tests::log_capture::warnings_to_test_output();
     let took = restart_with_the_same_id(|| {
         test_worker_config("w0", InitialPosition::TrimHorizon).resume_own_leases_at_start(false)
     })

@@ -47,6 +47,7 @@ async fn shutdown_delay(worker: Worker) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_honoured_while_the_lease_table_or_kinesis_does_not_answer() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(1).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -80,6 +81,7 @@ async fn shutdown_is_honoured_while_the_lease_table_or_kinesis_does_not_answer()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_table_call_gives_up_after_its_timeout_with_a_typed_error() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let proxy = black_hole(&env).await;
     let store = DynamoDbLeaseStore::new(dynamodb_at(&env, &proxy.url), "any")
@@ -105,6 +107,7 @@ async fn a_lease_table_call_gives_up_after_its_timeout_with_a_typed_error() {
 
 #[tokio::test]
 async fn invalid_settings_are_a_typed_error_naming_the_setting() {
+    integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let log = DeliveryLog::default();
     let worker = Worker::new(

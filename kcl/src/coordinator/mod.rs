@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::checkpoint::HeldLease;
 use crate::leases::{LeaseError, LeaseStore};
 
-// Used by the coordinator below; also tested on its own.
+// Used by the coordinator below; also tested on their own.
+pub(crate) mod renewer;
 pub(crate) mod taker;
 
 use taker::{LeaseTaker, TakerConfig};
@@ -38,7 +39,7 @@ impl LeaseCoordinator {
         }
     }
 
-    fn held(&self) -> Vec<Arc<HeldLease>> {
+    pub(crate) fn held(&self) -> Vec<Arc<HeldLease>> {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -98,37 +99,48 @@ impl LeaseCoordinator {
             .remove(key);
     }
 
-    /// One renewal round over every held lease. Fails only when the lease table is gone.
+    /// One renewal round over every held lease, one after another (the worker's renewer runs
+    /// them concurrently instead). Fails only when the lease table is gone.
+    #[cfg(test)]
     pub(crate) async fn renew_all(&self) -> Result<(), LeaseError> {
         for held in self.held() {
-            if held.lost.is_cancelled() {
-                self.forget(&held.key);
-                continue;
+            self.renew(&held).await?;
+        }
+        Ok(())
+    }
+
+    /// Renews one held lease. A lease found taken or deleted is lost at once; one that could not
+    /// be renewed for the failover time is given up (others may consider it expired). Fails
+    /// only when the lease table is gone.
+    pub(crate) async fn renew(&self, held: &HeldLease) -> Result<(), LeaseError> {
+        if held.lost.is_cancelled() {
+            self.forget(&held.key);
+            return Ok(());
+        }
+        let mut lease = held.lease.lock().await;
+        match self.store.renew(&lease).await {
+            Ok(renewed) => {
+                *lease = renewed;
+                *held.last_renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             }
-            let mut lease = held.lease.lock().await;
-            match self.store.renew(&lease).await {
-                Ok(renewed) => {
-                    *lease = renewed;
-                    *held.last_renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                }
-                Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
-                    tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
+            Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
+                tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
+                held.lost.cancel();
+                self.forget(&held.key);
+            }
+            Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
+            Err(e) => {
+                let since = held
+                    .last_renewed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
+                tracing::warn!(lease = %held.key, error = %e, unrenewed_for = ?since, "lease renewal failed");
+                if since > self.failover_time {
+                    // Others may already consider it expired: stop before they take it.
+                    tracing::warn!(lease = %held.key, "lease given up: not renewed for the failover time");
                     held.lost.cancel();
                     self.forget(&held.key);
-                }
-                Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
-                Err(e) => {
-                    let since = held
-                        .last_renewed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .elapsed();
-                    tracing::warn!(lease = %held.key, error = %e, "lease renewal failed");
-                    if since > self.failover_time {
-                        // Others may already consider it expired: stop before they take it.
-                        held.lost.cancel();
-                        self.forget(&held.key);
-                    }
                 }
             }
         }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::HeldLease;
 use crate::config::WorkerConfig;
 use crate::coordinator::LeaseCoordinator;
+use crate::coordinator::renewer::Renewer;
 use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
 use crate::lifecycle::ShardOutcome;
 use crate::processor::RecordProcessorFactory;
@@ -212,11 +213,12 @@ impl Worker {
         for held in resumed {
             consumers.start(held);
         }
-        let mut renew = tokio::time::interval(config.renew_interval);
+        // Renewals run on their own task at a fixed rate, never behind anything below.
+        let mut renewer = Renewer::start(coordinator.clone(), config.renew_interval);
         let mut take = tokio::time::interval(config.take_interval);
         let mut sync = tokio::time::interval(config.shard_sync_interval);
         let mut cleanup = tokio::time::interval(config.lease_cleanup_interval);
-        for t in [&mut renew, &mut take, &mut sync, &mut cleanup] {
+        for t in [&mut take, &mut sync, &mut cleanup] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         sync.reset();
@@ -226,10 +228,11 @@ impl Worker {
             let stop = tokio::select! {
                 () = self.handle.immediate.cancelled() => {
                     consumers.abort_all();
+                    renewer.abort();
                     return Ok(());
                 }
                 () = self.handle.graceful.cancelled() => break None,
-                _ = renew.tick() => coordinator.renew_all().await.err().map(table_gone),
+                e = renewer.failed() => Some(table_gone(e)),
                 _ = take.tick() => match coordinator.take_round().await {
                     Ok(taken) => {
                         taken.into_iter().for_each(|held| consumers.start(held));
@@ -290,9 +293,9 @@ impl Worker {
             tokio::select! {
                 () = self.handle.immediate.cancelled() => {
                     consumers.abort_all();
+                    renewer.abort();
                     return result;
                 }
-                _ = renew.tick() => { let _ = coordinator.renew_all().await; }
                 next = consumers.next() => match next {
                     Some((held, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held.key),
                     Some((held, Ended::Panicked(message))) => {
@@ -304,6 +307,7 @@ impl Worker {
                 },
             }
         }
+        renewer.stop().await;
         result
     }
 

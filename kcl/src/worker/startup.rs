@@ -20,7 +20,7 @@ use crate::shard_sync::{self, SyncError};
 /// What start-up hands to the main loop.
 pub(super) struct Started {
     pub(super) identifier: Arc<str>,
-    pub(super) coordinator: LeaseCoordinator,
+    pub(super) coordinator: Arc<LeaseCoordinator>,
     pub(super) resumed: Vec<Arc<HeldLease>>,
 }
 
@@ -98,7 +98,7 @@ impl Worker {
             .await
             .map_err(|e| self.sync_error(e))?;
         tracing::info!(worker = %self.config.worker_id, stream = %stream, created, "shard sync done");
-        let coordinator = LeaseCoordinator::new(
+        let coordinator = Arc::new(LeaseCoordinator::new(
             self.store.clone(),
             TakerConfig {
                 worker_id: self.config.worker_id.clone(),
@@ -106,7 +106,7 @@ impl Worker {
                 max_leases_per_worker: self.config.max_leases_per_worker,
                 max_leases_to_steal: self.config.max_leases_to_steal,
             },
-        );
+        ));
         let resumed = if self.config.resume_own_leases_at_start {
             self.step(
                 "resuming this worker id's leases",
