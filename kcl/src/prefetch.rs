@@ -9,15 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::{ChildShard, Record};
+use kinesis_api::{ChildShard, IteratorStart, Kinesis, Record, StreamRef};
 use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::retrieval::{Fetched, Start, get_records, shard_iterator};
-use crate::stream::StreamRef;
+use crate::retrieval::{Fetched, get_records, shard_iterator};
 
 /// At most this many GetRecords answers wait for the processor, whatever their size.
 const MAX_BATCHES_AHEAD: usize = 64;
@@ -58,7 +57,7 @@ impl Drop for Prefetcher {
 impl Prefetcher {
     /// Starts reading `shard_id` from `iterator`.
     pub(crate) fn start(
-        kinesis: aws_sdk_kinesis::Client,
+        kinesis: Arc<dyn Kinesis>,
         stream: StreamRef,
         shard_id: String,
         iterator: String,
@@ -78,7 +77,7 @@ impl Prefetcher {
 }
 
 async fn fetch(
-    kinesis: aws_sdk_kinesis::Client,
+    kinesis: Arc<dyn Kinesis>,
     stream: StreamRef,
     shard_id: String,
     mut iterator: String,
@@ -94,7 +93,7 @@ async fn fetch(
     );
     let mut rng = StdRng::from_rng(&mut rand::rng());
     loop {
-        match get_records(&kinesis, &iterator, limits.records_per_call).await {
+        match get_records(&*kinesis, &iterator, limits.records_per_call).await {
             Fetched::Batch {
                 records,
                 next,
@@ -103,7 +102,7 @@ async fn fetch(
             } => {
                 backoff.reset();
                 let count = records.len().min(limits.max_records).max(1);
-                let bytes: usize = records.iter().map(|r| r.data().as_ref().len()).sum();
+                let bytes: usize = records.iter().map(|r| r.data.len()).sum();
                 let bytes = bytes.clamp(1, limits.max_bytes);
                 // Wait for capacity: the processor is behind by at most the limits.
                 let permits = (
@@ -120,7 +119,7 @@ async fn fetch(
                     return;
                 };
                 if let Some(last) = records.last() {
-                    last_fetched = Some(last.sequence_number().to_owned());
+                    last_fetched = Some(last.sequence_number.clone());
                 }
                 let caught_up = records.is_empty() || millis_behind_latest == Some(0);
                 let end = next.is_none();
@@ -144,13 +143,13 @@ async fn fetch(
             }
             Fetched::Expired => {
                 let start = match &last_fetched {
-                    Some(seq) => Start::AfterSequence(seq.clone()),
+                    Some(seq) => IteratorStart::AfterSequence(seq.clone()),
                     None => {
                         tracing::warn!(shard = %shard_id, "iterator expired before any record was read; the consumer restarts the shard");
                         return;
                     }
                 };
-                match shard_iterator(&kinesis, &stream, &shard_id, &start).await {
+                match shard_iterator(&*kinesis, &stream, &shard_id, &start).await {
                     Ok(it) => iterator = it,
                     Err(e) if e.class() == Class::Fatal => {
                         let _ = tx.send(Err(e)).await;

@@ -6,21 +6,16 @@
 //! while its siblings are delivered. (The Java KCL drops the whole aggregate; issue 343.)
 //! Anything that is not a valid aggregate is delivered raw.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_sdk_kinesis::error::SdkError;
-use aws_sdk_kinesis::operation::get_records::GetRecordsError;
-use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::{ChildShard, Record, ShardIteratorType};
 use bytes::Bytes;
+use kinesis_api::{ChildShard, IteratorStart, Kinesis, Record, StreamRef};
 use kinesis_format::{
     Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate_all,
 };
-
 use kinesis_retry::{AwsError, BackoffConfig, RetryPolicy, retry};
 
 use crate::processor::ConsumerRecord;
-use crate::stream::{StreamRef, with_stream};
 
 /// Attempts for Kinesis control calls (GetShardIterator, ListShards, DescribeStreamSummary):
 /// throttled and transient failures are retried with jittered back-off; the SDK's own retries
@@ -32,68 +27,17 @@ pub(crate) fn control_policy() -> RetryPolicy {
     )
 }
 
-/// `client` with the SDK's retries off and every call limited to `timeout`.
-pub(crate) fn configure(
-    client: &aws_sdk_kinesis::Client,
-    timeout: Duration,
-) -> aws_sdk_kinesis::Client {
-    let (retries, timeouts) = kinesis_retry::sdk_call_settings(timeout);
-    let config = client
-        .config()
-        .to_builder()
-        .retry_config(retries)
-        .timeout_config(timeouts)
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
-
-/// Where to start reading a shard.
-#[derive(Clone, Debug)]
-pub(crate) enum Start {
-    TrimHorizon,
-    Latest,
-    AtTimestamp(SystemTime),
-    AtSequence(SequenceNumber),
-    /// Right after a record (to continue past the last one fetched).
-    AfterSequence(String),
-}
-
+/// An iterator into `shard_id` from `start`, retried by class.
 pub(crate) async fn shard_iterator(
-    kinesis: &aws_sdk_kinesis::Client,
+    kinesis: &dyn Kinesis,
     stream: &StreamRef,
     shard_id: &str,
-    start: &Start,
+    start: &IteratorStart,
 ) -> Result<String, AwsError> {
-    let request = with_stream!(kinesis.get_shard_iterator(), stream).shard_id(shard_id);
-    let request = match start {
-        Start::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        Start::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-        Start::AtTimestamp(at) => request
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(DateTime::from(*at)),
-        Start::AtSequence(seq) => request
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .starting_sequence_number(seq.as_str()),
-        Start::AfterSequence(seq) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(seq),
-    };
-    let output = retry(control_policy(), AwsError::class, || async {
-        request
-            .clone()
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("Kinesis GetShardIterator", e))
+    retry(control_policy(), AwsError::class, || {
+        kinesis.get_shard_iterator(stream, shard_id, start)
     })
-    .await?;
-    output.shard_iterator.ok_or_else(|| {
-        AwsError::new(
-            "Kinesis GetShardIterator",
-            kinesis_retry::AwsErrorKind::Other {
-                message: format!("no iterator for {shard_id}"),
-            },
-        )
-    })
+    .await
 }
 
 /// One GetRecords answer.
@@ -113,30 +57,16 @@ pub(crate) enum Fetched {
 }
 
 /// One GetRecords call (its timeout is the client's).
-pub(crate) async fn get_records(
-    kinesis: &aws_sdk_kinesis::Client,
-    iterator: &str,
-    limit: i32,
-) -> Fetched {
-    let result = kinesis
-        .get_records()
-        .shard_iterator(iterator)
-        .limit(limit)
-        .send()
-        .await;
-    match result {
-        Ok(out) => Fetched::Batch {
-            millis_behind_latest: out.millis_behind_latest,
-            next: out.next_shard_iterator,
-            children: out.child_shards.unwrap_or_default(),
-            records: out.records,
+pub(crate) async fn get_records(kinesis: &dyn Kinesis, iterator: &str, limit: i32) -> Fetched {
+    match kinesis.get_records(iterator, limit).await {
+        Ok(page) => Fetched::Batch {
+            records: page.records,
+            next: page.next_iterator,
+            millis_behind_latest: page.millis_behind_latest,
+            children: page.child_shards,
         },
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) =>
-        {
-            Fetched::Expired
-        }
-        Err(e) => Fetched::Failed(AwsError::from_sdk("Kinesis GetRecords", e)),
+        Err(e) if e.is_code("ExpiredIteratorException") => Fetched::Expired,
+        Err(e) => Fetched::Failed(e),
     }
 }
 
@@ -152,7 +82,7 @@ pub(crate) struct Skipped {
 /// A Kinesis record's fields, taken apart for deaggregation.
 struct Received {
     sequence: SequenceNumber,
-    arrival: Option<SystemTime>,
+    arrival: Option<std::time::SystemTime>,
     partition_key: String,
 }
 
@@ -169,21 +99,19 @@ pub(crate) fn to_user_records(
     let mut received = Vec::with_capacity(records.len());
     let mut blobs = Vec::with_capacity(records.len());
     for record in records {
-        let Ok(sequence) = SequenceNumber::parse(record.sequence_number()) else {
+        let Ok(sequence) = SequenceNumber::parse(&record.sequence_number) else {
             tracing::warn!(
-                sequence = record.sequence_number(),
+                sequence = record.sequence_number,
                 "record with an invalid sequence number skipped"
             );
             continue;
         };
         received.push(Received {
             sequence,
-            arrival: record
-                .approximate_arrival_timestamp()
-                .and_then(|t| SystemTime::try_from(*t).ok()),
+            arrival: record.approximate_arrival,
             partition_key: record.partition_key,
         });
-        blobs.push(Bytes::from(record.data.into_inner()));
+        blobs.push(record.data);
     }
     let deaggregated = deaggregate_all(&blobs);
     for ((record, blob), deaggregated) in received.into_iter().zip(blobs).zip(deaggregated) {
@@ -270,16 +198,10 @@ fn user_records_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_kinesis::primitives::Blob;
     use kinesis_format::{AggregateBuilder, HashKey};
 
     fn record(seq: &str, pk: &str, data: Vec<u8>) -> Record {
-        Record::builder()
-            .sequence_number(seq)
-            .partition_key(pk)
-            .data(Blob::new(data))
-            .build()
-            .unwrap()
+        Record::new(seq, pk, data)
     }
 
     #[test]

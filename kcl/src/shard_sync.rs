@@ -19,14 +19,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_kinesis::types::{ChildShard, Shard};
-use kinesis_format::HashKeyRange;
+use kinesis_api::{ChildShard, Kinesis, Shard, ShardFilter, StreamRef};
 use kinesis_retry::{AwsError, retry};
 
 use crate::config::InitialPosition;
 use crate::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
 use crate::retrieval::control_policy;
-use crate::stream::{StreamRef, with_stream};
 
 /// Why a shard sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,80 +35,27 @@ pub(crate) enum SyncError {
     Leases(LeaseError),
 }
 
-/// The stream as DescribeStreamSummary reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StreamInfo {
-    /// `account:name:creationEpoch`, as the Java KCL names a stream in multi-stream lease keys.
-    pub(crate) identifier: String,
-}
-
-/// Checks that the stream exists and learns its identity.
+/// Checks that the stream exists and learns its identifier (`account:name:creationEpoch`).
 pub(crate) async fn describe_stream(
-    kinesis: &aws_sdk_kinesis::Client,
+    kinesis: &dyn Kinesis,
     stream: &StreamRef,
-) -> Result<StreamInfo, AwsError> {
-    let request = with_stream!(kinesis.describe_stream_summary(), stream);
-    let output = retry(control_policy(), AwsError::class, || async {
-        request
-            .clone()
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("Kinesis DescribeStreamSummary", e))
+) -> Result<String, AwsError> {
+    let summary = retry(control_policy(), AwsError::class, || {
+        kinesis.describe_stream_summary(stream)
     })
     .await?;
-    let summary = output.stream_description_summary();
-    let (arn, name) = match summary {
-        Some(s) => (s.stream_arn(), s.stream_name()),
-        None => ("", stream.as_str()),
-    };
-    // arn:partition:kinesis:region:account:stream/name
-    let account = arn.split(':').nth(4).unwrap_or("");
-    let epoch = summary.map_or(0, |s| s.stream_creation_timestamp().secs());
-    Ok(StreamInfo {
-        identifier: format!("{account}:{name}:{epoch}"),
-    })
+    Ok(summary.identifier())
 }
 
-/// Every shard of the stream (open and closed), all pages.
+/// Every shard of the stream (open and closed), retried by class.
 pub(crate) async fn list_all_shards(
-    kinesis: &aws_sdk_kinesis::Client,
+    kinesis: &dyn Kinesis,
     stream: &StreamRef,
 ) -> Result<Vec<Shard>, AwsError> {
-    let mut shards = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        // A later page names the token only: the API refuses the stream with it.
-        let request = match token.take() {
-            Some(t) => kinesis.list_shards().next_token(t),
-            None => with_stream!(kinesis.list_shards(), stream),
-        };
-        let page = retry(control_policy(), AwsError::class, || async {
-            request
-                .clone()
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("Kinesis ListShards", e))
-        })
-        .await?;
-        shards.extend(page.shards.unwrap_or_default());
-        match page.next_token {
-            Some(t) => token = Some(t),
-            None => return Ok(shards),
-        }
-    }
-}
-
-fn range_of(range: Option<&aws_sdk_kinesis::types::HashKeyRange>) -> Option<HashKeyRange> {
-    range.and_then(|r| HashKeyRange::parse(r.starting_hash_key(), r.ending_hash_key()).ok())
-}
-
-fn parents_of(shard: &Shard) -> Vec<String> {
-    shard
-        .parent_shard_id()
-        .into_iter()
-        .chain(shard.adjacent_parent_shard_id())
-        .map(str::to_owned)
-        .collect()
+    retry(control_policy(), AwsError::class, || {
+        kinesis.list_shards(stream, ShardFilter::All)
+    })
+    .await
 }
 
 /// The lease a shard without one should get, or `None` when it should get none.
@@ -120,29 +65,26 @@ fn new_lease(
     initial: InitialPosition,
     stream: &str,
 ) -> Option<Lease> {
-    let parents = parents_of(shard);
-    let open = shard
-        .sequence_number_range()
-        .is_none_or(|r| r.ending_sequence_number().is_none());
+    let parents = shard.parents.clone();
     let (start, parents) = if parents.iter().any(|p| leased.contains(p.as_str())) {
         (CheckpointPosition::TrimHorizon, parents)
     } else {
         match initial {
-            InitialPosition::Latest if !open => return None,
+            InitialPosition::Latest if shard.closed => return None,
             InitialPosition::Latest => (CheckpointPosition::Latest, Vec::new()),
             InitialPosition::TrimHorizon => (CheckpointPosition::TrimHorizon, parents),
             InitialPosition::AtTimestamp(_) => (CheckpointPosition::AtTimestamp, parents),
         }
     };
-    let mut lease = Lease::new(shard.shard_id(), start).with_parents(parents);
-    lease.hash_key_range = range_of(shard.hash_key_range());
+    let mut lease = Lease::new(shard.id.clone(), start).with_parents(parents);
+    lease.hash_key_range = Some(shard.range);
     lease.stream = Some(stream.to_owned());
     Some(lease)
 }
 
 /// Creates the leases the rules above call for; returns how many were new.
 pub(crate) async fn sync(
-    kinesis: &aws_sdk_kinesis::Client,
+    kinesis: &dyn Kinesis,
     stream: &StreamRef,
     identifier: &str,
     store: &dyn LeaseStore,
@@ -159,10 +101,10 @@ pub(crate) async fn sync(
         .flat_map(|l| l.parent_shard_ids.iter().map(String::as_str))
         .collect();
     let leased: HashSet<&str> = existing.keys().copied().collect();
-    shards.sort_by(|a, b| a.shard_id().cmp(b.shard_id()));
+    shards.sort_by(|a, b| a.id.cmp(&b.id));
     let mut created = 0;
     for shard in &shards {
-        let id = shard.shard_id();
+        let id = shard.id.as_str();
         if existing.contains_key(id) || superseded.contains(id) {
             continue;
         }
@@ -188,11 +130,11 @@ pub(crate) async fn create_child_leases(
     identifier: &str,
 ) -> Result<(), LeaseError> {
     let mut children: Vec<&ChildShard> = children.iter().collect();
-    children.sort_by(|a, b| a.shard_id().cmp(b.shard_id()));
+    children.sort_by(|a, b| a.id.cmp(&b.id));
     for child in children {
-        let mut lease = Lease::new(child.shard_id(), CheckpointPosition::TrimHorizon)
-            .with_parents(child.parent_shards().to_vec());
-        lease.hash_key_range = range_of(child.hash_key_range());
+        let mut lease = Lease::new(child.id.clone(), CheckpointPosition::TrimHorizon)
+            .with_parents(child.parents.clone());
+        lease.hash_key_range = child.range;
         lease.stream = Some(identifier.to_owned());
         store.create_if_absent(&lease).await?;
     }
@@ -202,23 +144,12 @@ pub(crate) async fn create_child_leases(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_kinesis::types::SequenceNumberRange;
+    use kinesis_format::{HashKey, HashKeyRange};
 
     fn shard(id: &str, parents: &[&str], open: bool) -> Shard {
-        let mut range = SequenceNumberRange::builder().starting_sequence_number("1");
-        if !open {
-            range = range.ending_sequence_number("9");
-        }
-        let mut b = Shard::builder()
-            .shard_id(id)
-            .sequence_number_range(range.build().unwrap());
-        if let Some(p) = parents.first() {
-            b = b.parent_shard_id(*p);
-        }
-        if let Some(p) = parents.get(1) {
-            b = b.adjacent_parent_shard_id(*p);
-        }
-        b.build().unwrap()
+        let range = HashKeyRange::new(HashKey(0), HashKey(u128::MAX)).unwrap();
+        let parents = parents.iter().map(|p| (*p).to_owned()).collect();
+        Shard::new(id, parents, range, !open)
     }
 
     #[test]

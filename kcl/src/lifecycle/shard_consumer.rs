@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::ChildShard;
+use kinesis_api::{ChildShard, IteratorStart, Kinesis};
 use kinesis_format::ExtendedSequenceNumber;
 use kinesis_retry::{AwsError, Class};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
 use crate::processor::{
     InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult, RecordProcessor,
 };
-use crate::retrieval::{Skipped, Start, shard_iterator, to_user_records};
+use crate::retrieval::{Skipped, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
 use crate::stream::StreamRef;
 
@@ -45,7 +45,7 @@ pub(crate) enum ShardOutcome {
 pub(crate) struct ShardConsumer {
     pub(crate) held: Arc<HeldLease>,
     pub(crate) store: Arc<dyn LeaseStore>,
-    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) kinesis: Arc<dyn Kinesis>,
     pub(crate) stream: StreamRef,
     /// The stream's identity, written on the child leases this consumer creates.
     pub(crate) stream_identifier: Arc<str>,
@@ -84,11 +84,11 @@ impl ShardConsumer {
                         return ShardOutcome::Finished;
                     }
                     let start = match &lease.checkpoint {
-                        CheckpointPosition::TrimHorizon => Start::TrimHorizon,
-                        CheckpointPosition::Latest => Start::Latest,
+                        CheckpointPosition::TrimHorizon => IteratorStart::TrimHorizon,
+                        CheckpointPosition::Latest => IteratorStart::Latest,
                         CheckpointPosition::AtTimestamp => match self.config.initial_position {
-                            InitialPosition::AtTimestamp(at) => Start::AtTimestamp(at),
-                            _ => Start::TrimHorizon,
+                            InitialPosition::AtTimestamp(at) => IteratorStart::AtTimestamp(at),
+                            _ => IteratorStart::TrimHorizon,
                         },
                         CheckpointPosition::Sequence {
                             sequence,
@@ -101,13 +101,13 @@ impl ShardConsumer {
                                     *sub_sequence,
                                 ));
                             }
-                            Start::AtSequence(sequence.clone())
+                            IteratorStart::AtSequence(sequence.to_string())
                         }
                         CheckpointPosition::ShardEnd => return ShardOutcome::Finished,
                     };
                     // Restarting reads (the fetcher stopped): continue after what was delivered.
                     let start = match &resume_after {
-                        Some(p) if initialized => Start::AtSequence(p.sequence.clone()),
+                        Some(p) if initialized => IteratorStart::AtSequence(p.sequence.to_string()),
                         _ => start,
                     };
                     if !initialized {
@@ -116,7 +116,7 @@ impl ShardConsumer {
                     let iterator = tokio::select! {
                         () = self.held.lost.cancelled() => Err(Interrupt::Lost),
                         () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
-                        it = shard_iterator(&self.kinesis, &self.stream, &shard_id, &start) => Ok(it),
+                        it = shard_iterator(&*self.kinesis, &self.stream, &shard_id, &start) => Ok(it),
                     };
                     match iterator {
                         Err(i) => self.interrupted(i),
@@ -370,7 +370,7 @@ impl ShardConsumer {
         checkpointer: &Checkpointer,
     ) -> Result<ProcessorResult, Interrupt> {
         checkpointer.reached_shard_end();
-        let child_ids: Vec<String> = children.iter().map(|c| c.shard_id().to_owned()).collect();
+        let child_ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
         loop {
             self.check()?;
             if let Err(e) =

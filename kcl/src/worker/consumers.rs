@@ -23,7 +23,7 @@ use crate::stream::StreamRef;
 /// What every consumer of a worker shares.
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn LeaseStore>,
-    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) kinesis: Arc<dyn kinesis_api::Kinesis>,
     pub(crate) stream: StreamRef,
     pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,

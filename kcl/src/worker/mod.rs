@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use kinesis_api::{Kinesis, SdkKinesis};
 use kinesis_retry::{AwsError, Class};
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +58,7 @@ impl ShutdownHandle {
 /// A KCL-style worker for one stream and one application (lease table).
 pub struct Worker {
     config: Arc<WorkerConfig>,
-    kinesis: aws_sdk_kinesis::Client,
+    kinesis: Arc<dyn Kinesis>,
     store: Arc<dyn LeaseStore>,
     stream: StreamRef,
     factory: Arc<dyn RecordProcessorFactory>,
@@ -113,10 +114,23 @@ impl Worker {
         factory: impl RecordProcessorFactory,
         config: WorkerConfig,
     ) -> Worker {
-        let timeout = config.kinesis_call_timeout;
+        let timeout = config.kinesis_call_timeout.max(Duration::from_millis(1));
+        let kinesis = Arc::new(SdkKinesis::new(&kinesis, timeout));
+        Self::with_kinesis(kinesis, store, stream, factory, config)
+    }
+
+    /// A worker on any implementation of the Kinesis boundary (an in-memory Kinesis in tests)
+    /// and any lease store.
+    pub fn with_kinesis(
+        kinesis: Arc<dyn Kinesis>,
+        store: Arc<dyn LeaseStore>,
+        stream: &str,
+        factory: impl RecordProcessorFactory,
+        config: WorkerConfig,
+    ) -> Worker {
         Worker {
             config: Arc::new(config),
-            kinesis: crate::retrieval::configure(&kinesis, timeout.max(Duration::from_millis(1))),
+            kinesis,
             store,
             stream: StreamRef::new(stream),
             factory: Arc::new(factory),
@@ -145,7 +159,7 @@ impl Worker {
 
     /// Whether the stream is gone (asked again, so one odd answer does not stop the worker).
     async fn stream_is_gone(&self) -> Option<AwsError> {
-        match shard_sync::describe_stream(&self.kinesis, &self.stream).await {
+        match shard_sync::describe_stream(&*self.kinesis, &self.stream).await {
             Err(e) if e.is_not_found() => Some(e),
             _ => None,
         }
@@ -164,9 +178,9 @@ impl Worker {
             if let Some(gone) = self.stream_is_gone().await {
                 return Some(Stop::Gracefully(self.kinesis_error(gone)));
             }
-            let listed = shard_sync::list_all_shards(&self.kinesis, &self.stream).await;
+            let listed = shard_sync::list_all_shards(&*self.kinesis, &self.stream).await;
             if let Ok(shards) = listed
-                && !shards.iter().any(|s| s.shard_id() == held.key)
+                && !shards.iter().any(|s| s.id == held.key)
             {
                 tracing::warn!(lease = %held.key, stream = %self.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
                 coordinator.drop_lease(&held.key);
@@ -245,7 +259,7 @@ impl Worker {
                     }
                 },
                 _ = sync.tick() => {
-                    let synced = shard_sync::sync(&self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position).await;
+                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position).await;
                     match synced {
                         Ok(_) => None,
                         Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {

@@ -56,11 +56,11 @@ impl Worker {
         let stream = self.stream.as_str().to_owned();
         let info = self
             .step("checking the stream", AwsError::class, || {
-                shard_sync::describe_stream(&self.kinesis, &self.stream)
+                shard_sync::describe_stream(&*self.kinesis, &self.stream)
             })
             .await
             .map_err(|e| self.kinesis_error(e))?;
-        let identifier: Arc<str> = info.identifier.into();
+        let identifier: Arc<str> = info.into();
         self.step(
             "creating or finding the lease table",
             LeaseError::class,
@@ -88,7 +88,7 @@ impl Worker {
         let created = self
             .step("the first shard sync", sync_class, || {
                 shard_sync::sync(
-                    &self.kinesis,
+                    &*self.kinesis,
                     &self.stream,
                     &identifier,
                     &*self.store,
