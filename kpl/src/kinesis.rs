@@ -1,14 +1,15 @@
-//! The producer's one boundary to Kinesis: PutRecords and ListShards, behind a trait so the
-//! pipeline does not depend on the SDK's types, with the SDK implementation.
+//! The producer's seam to Kinesis: PutRecords and ListShards behind a small private trait, so the
+//! pipeline's tests drive it with a scripted mock. Its one real implementation is the shared
+//! boundary (`kinesis-api`: the SDK, ListShards paging, stream names and ARNs), whose
+//! `AwsError`s are turned into the pipeline's [`CallError`]s here.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
 use bytes::Bytes;
+use kinesis_api::{Kinesis, PutResult, ShardFilter, StreamRef};
 use kinesis_format::HashKeyRange;
+use kinesis_retry::{AwsError, AwsErrorKind};
 
 /// One Kinesis record of a PutRecords call.
 #[derive(Clone, Debug)]
@@ -73,28 +74,20 @@ impl CallError {
         }
     }
 
-    fn from_sdk<E: ProvideErrorMetadata + std::error::Error + 'static>(
-        err: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
-    ) -> CallError {
-        match &err {
-            SdkError::TimeoutError(_) => CallError::Timeout,
-            SdkError::DispatchFailure(f) => {
-                if f.is_timeout() {
-                    CallError::Timeout
-                } else {
-                    CallError::Connection(format!("{:?}", f.as_connector_error()))
-                }
-            }
-            SdkError::ResponseError(r) => CallError::Connection(format!(
-                "malformed response (status {})",
-                r.raw().status().as_u16()
-            )),
-            SdkError::ServiceError(s) => CallError::Service {
-                code: s.err().code().unwrap_or("Unknown").to_owned(),
-                message: s.err().message().unwrap_or_default().to_owned(),
-                status: Some(s.raw().status().as_u16()),
+    fn from_aws(err: AwsError) -> CallError {
+        match err.kind() {
+            AwsErrorKind::Timeout => CallError::Timeout,
+            AwsErrorKind::Connection { message } => CallError::Connection(message.clone()),
+            AwsErrorKind::Service {
+                code,
+                message,
+                status,
+            } => CallError::Service {
+                code: code.clone(),
+                message: message.clone(),
+                status: *status,
             },
-            _ => CallError::Other(format!("{err:?}")),
+            other => CallError::Other(format!("{other:?}")),
         }
     }
 }
@@ -114,69 +107,41 @@ pub(crate) trait KinesisApi: Send + Sync + 'static {
     -> Result<Vec<ShardInfo>, CallError>;
 }
 
-/// The SDK implementation. The client it wraps has the SDK's own retries turned off and an
-/// operation timeout of `request_timeout`: the pipeline alone decides about retries.
+/// The shared boundary, as the pipeline's seam.
 #[derive(Clone, Debug)]
-pub(crate) struct SdkKinesis {
-    client: aws_sdk_kinesis::Client,
-}
-
-impl SdkKinesis {
-    pub(crate) fn new(client: &aws_sdk_kinesis::Client, request_timeout: Duration) -> Self {
-        let (retries, timeouts) = kinesis_retry::sdk_call_settings(request_timeout);
-        let config = client
-            .config()
-            .to_builder()
-            .retry_config(retries)
-            .timeout_config(timeouts)
-            .build();
-        SdkKinesis {
-            client: aws_sdk_kinesis::Client::from_conf(config),
-        }
-    }
-}
-
-fn is_arn(stream: &str) -> bool {
-    stream.starts_with("arn:")
-}
+pub(crate) struct Boundary(pub(crate) Arc<dyn Kinesis>);
 
 #[async_trait]
-impl KinesisApi for SdkKinesis {
+impl KinesisApi for Boundary {
     async fn put_records(
         &self,
         stream: &str,
         entries: Vec<PutEntry>,
     ) -> Result<Vec<EntryResult>, CallError> {
-        let records: Vec<PutRecordsRequestEntry> = entries
+        let entries = entries
             .into_iter()
-            .map(|e| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(e.partition_key)
-                    .set_explicit_hash_key(e.explicit_hash_key)
-                    .data(Blob::new(Vec::from(e.data)))
-                    .build()
-                    .map_err(|e| CallError::Other(e.to_string()))
+            .map(|e| kinesis_api::PutEntry {
+                partition_key: e.partition_key,
+                explicit_hash_key: e.explicit_hash_key,
+                data: e.data,
             })
-            .collect::<Result<_, _>>()?;
-        let request = self.client.put_records().set_records(Some(records));
-        let request = if is_arn(stream) {
-            request.stream_arn(stream)
-        } else {
-            request.stream_name(stream)
-        };
-        let output = request.send().await.map_err(CallError::from_sdk)?;
-        Ok(output
-            .records
+            .collect();
+        let results = self
+            .0
+            .put_records(&StreamRef::new(stream), entries)
+            .await
+            .map_err(CallError::from_aws)?;
+        Ok(results
             .into_iter()
-            .map(|r| match (r.shard_id, r.sequence_number, r.error_code) {
-                (Some(shard_id), Some(sequence_number), None) => EntryResult::Stored {
+            .map(|r| match r {
+                PutResult::Stored {
+                    shard_id,
+                    sequence_number,
+                } => EntryResult::Stored {
                     shard_id,
                     sequence_number,
                 },
-                (_, _, code) => EntryResult::Failed {
-                    code: code.unwrap_or_else(|| "MissingResult".into()),
-                    message: r.error_message.unwrap_or_default(),
-                },
+                PutResult::Failed { code, message } => EntryResult::Failed { code, message },
             })
             .collect())
     }
@@ -186,47 +151,22 @@ impl KinesisApi for SdkKinesis {
         stream: &str,
         open_only: bool,
     ) -> Result<Vec<ShardInfo>, CallError> {
-        let mut shards = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let request = match next_token.take() {
-                // Later pages carry only the token (the API rejects it with a stream).
-                Some(token) => self.client.list_shards().next_token(token),
-                None => {
-                    let r = self.client.list_shards();
-                    let r = if is_arn(stream) {
-                        r.stream_arn(stream)
-                    } else {
-                        r.stream_name(stream)
-                    };
-                    if open_only {
-                        r.shard_filter(
-                            ShardFilter::builder()
-                                .r#type(ShardFilterType::AtLatest)
-                                .build()
-                                .map_err(|e| CallError::Other(e.to_string()))?,
-                        )
-                    } else {
-                        r
-                    }
-                }
-            };
-            let page = request.send().await.map_err(CallError::from_sdk)?;
-            for shard in page.shards.unwrap_or_default() {
-                let Some(range) = shard.hash_key_range else {
-                    continue;
-                };
-                let range = HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key())
-                    .map_err(|e| CallError::Other(format!("shard {}: {e}", shard.shard_id)))?;
-                shards.push(ShardInfo {
-                    shard_id: shard.shard_id,
-                    range,
-                });
-            }
-            match page.next_token {
-                Some(token) => next_token = Some(token),
-                None => return Ok(shards),
-            }
-        }
+        let filter = if open_only {
+            ShardFilter::Open
+        } else {
+            ShardFilter::All
+        };
+        let shards = self
+            .0
+            .list_shards(&StreamRef::new(stream), filter)
+            .await
+            .map_err(CallError::from_aws)?;
+        Ok(shards
+            .into_iter()
+            .map(|s| ShardInfo {
+                shard_id: s.id,
+                range: s.range,
+            })
+            .collect())
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::ProducerConfig;
 use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
-use crate::kinesis::{KinesisApi, SdkKinesis};
+use crate::kinesis::{Boundary, KinesisApi};
 use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
 use crate::pipeline::inbox::{Inbox, TrySendError};
@@ -79,8 +79,17 @@ impl Producer {
         config: ProducerConfig,
     ) -> Result<Producer, ConfigError> {
         config.validate()?;
-        let api = Arc::new(SdkKinesis::new(client, config.request_timeout));
-        Self::start(api, config)
+        let kinesis = kinesis_api::SdkKinesis::new(client, config.request_timeout);
+        Self::with_kinesis(Arc::new(kinesis), config)
+    }
+
+    /// A producer on any implementation of the Kinesis boundary (an in-memory Kinesis in tests).
+    pub fn with_kinesis(
+        kinesis: Arc<dyn kinesis_api::Kinesis>,
+        config: ProducerConfig,
+    ) -> Result<Producer, ConfigError> {
+        config.validate()?;
+        Self::start(Arc::new(Boundary(kinesis)), config)
     }
 
     pub(crate) fn start(
