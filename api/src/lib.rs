@@ -7,6 +7,8 @@
 //! The trait makes single calls (ListShards: all pages); callers retry by class. Stream names and
 //! ARNs ([`StreamRef`]) and ListShards pagination are handled here and nowhere else.
 
+#[cfg(feature = "memory")]
+pub mod memory;
 mod sdk;
 mod stream;
 mod types;
