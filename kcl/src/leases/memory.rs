@@ -1,23 +1,99 @@
-//! An in-memory lease table for unit tests, with the same conditions as the DynamoDB one.
+//! An in-memory lease table for tests, with the same conditions as the DynamoDB one, and the
+//! same knobs as the in-memory Kinesis: a latency per call, an outage switch, and seeded random
+//! failures (each a transient store error; nothing is written).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use kinesis_retry::{AwsError, AwsErrorKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::lease::{CheckpointPosition, Lease};
 use super::store::{LeaseError, LeaseStore};
+
+/// What goes wrong with the in-memory store's calls.
+#[derive(Debug)]
+struct Trouble {
+    latency: Duration,
+    failure_rate: f64,
+    outage: bool,
+    rng: StdRng,
+}
+
+impl Default for Trouble {
+    fn default() -> Self {
+        Trouble {
+            latency: Duration::ZERO,
+            failure_rate: 0.0,
+            outage: false,
+            rng: StdRng::seed_from_u64(0),
+        }
+    }
+}
 
 /// Leases in a map behind a mutex.
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     leases: Mutex<BTreeMap<String, Lease>>,
+    trouble: Mutex<Trouble>,
 }
 
 impl MemoryLeaseStore {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every call waits this long first (default none).
+    pub fn set_latency(&self, latency: Duration) {
+        self.trouble().latency = latency;
+    }
+
+    /// While on, every call fails as a lost connection (nothing written).
+    pub fn set_outage(&self, outage: bool) {
+        self.trouble().outage = outage;
+    }
+
+    /// This share of calls (0.0 to 1.0) fails with an HTTP 500 (nothing written), drawn from an
+    /// RNG seeded with `seed`.
+    pub fn set_failures(&self, failure_rate: f64, seed: u64) {
+        let mut t = self.trouble();
+        t.failure_rate = failure_rate;
+        t.rng = StdRng::seed_from_u64(seed);
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        self.trouble.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latency, the outage and the random failures, before a call.
+    async fn enter(&self, operation: &'static str) -> Result<(), LeaseError> {
+        let latency = self.trouble().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let kind = {
+            let mut t = self.trouble();
+            if t.outage {
+                AwsErrorKind::Connection {
+                    message: "in-memory lease store outage".into(),
+                }
+            } else if t.failure_rate > 0.0 && t.rng.random::<f64>() < t.failure_rate {
+                AwsErrorKind::Service {
+                    code: "InternalServerError".into(),
+                    message: "injected failure".into(),
+                    status: Some(500),
+                }
+            } else {
+                return Ok(());
+            }
+        };
+        Err(LeaseError::Store {
+            source: AwsError::new(operation, kind),
+        })
     }
 
     /// Applies `change` to the stored lease if `condition` holds for it.
@@ -46,10 +122,12 @@ impl MemoryLeaseStore {
 #[async_trait]
 impl LeaseStore for MemoryLeaseStore {
     async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.enter("memory DescribeTable").await?;
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.enter("memory Scan").await?;
         Ok(self
             .leases
             .lock()
@@ -60,6 +138,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.enter("memory GetItem").await?;
         Ok(self
             .leases
             .lock()
@@ -69,6 +148,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.enter("memory PutItem").await?;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         if leases.contains_key(&lease.key) {
             return Ok(false);
@@ -78,10 +158,12 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
         self.update(&lease.key, |c| c.counter == lease.counter, Lease::renewed)
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
         self.update(
             &lease.key,
             |c| c.counter == lease.counter,
@@ -90,6 +172,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
         self.update(&lease.key, |c| c.owner == lease.owner, Lease::released)
     }
 
@@ -99,6 +182,7 @@ impl LeaseStore for MemoryLeaseStore {
         checkpoint: &CheckpointPosition,
         pending: Option<&CheckpointPosition>,
     ) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
         self.update(
             &lease.key,
             |c| c.counter == lease.counter && c.owner == lease.owner,
@@ -111,6 +195,7 @@ impl LeaseStore for MemoryLeaseStore {
         lease: &Lease,
         children: &[String],
     ) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
         self.update(
             &lease.key,
             |c| c.owner == lease.owner,
@@ -122,6 +207,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), LeaseError> {
+        self.enter("memory DeleteItem").await?;
         self.leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
