@@ -87,12 +87,15 @@ impl RecordProcessor for Recorder {
     }
 }
 
+/// A running worker: its id, its handle, its task.
+type Running = (String, ShutdownHandle, JoinHandle<Result<(), WorkerError>>);
+
 struct Fleet {
     kinesis: Arc<MemoryKinesis>,
     store: Arc<MemoryLeaseStore>,
     log: Log,
     sessions: Arc<AtomicU64>,
-    running: Vec<Option<(String, ShutdownHandle, JoinHandle<Result<(), WorkerError>>)>>,
+    running: Vec<Option<Running>>,
 }
 
 impl Fleet {
