@@ -38,6 +38,7 @@ pub struct WorkerConfig {
     pub(crate) failure_backoff_base: Duration,
     pub(crate) failure_backoff_max: Duration,
     pub(crate) resume_own_leases_at_start: bool,
+    pub(crate) jitter_seed: Option<u64>,
 }
 
 /// A setting a worker cannot run with.
@@ -74,6 +75,7 @@ impl Default for WorkerConfig {
             failure_backoff_base: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(60),
             resume_own_leases_at_start: true,
+            jitter_seed: None,
         }
     }
 }
@@ -211,6 +213,14 @@ impl WorkerConfig {
     /// takeable once expired.
     pub fn resume_own_leases_at_start(mut self, resume: bool) -> Self {
         self.resume_own_leases_at_start = resume;
+        self
+    }
+
+    /// Seeds every back-off jitter of this worker (retries, restarts, reads), for deterministic
+    /// tests under a paused clock. Default: random. Give each worker of a real fleet its own
+    /// randomness (the default), or their retries fall into step.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
         self
     }
 

@@ -4,6 +4,7 @@ mod checkpoint;
 mod cleanup;
 mod config;
 mod coordinator;
+mod jitter;
 pub mod leases;
 mod lifecycle;
 mod prefetch;

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use kinesis_api::{ChildShard, IteratorStart, Kinesis, Record, StreamRef};
 use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::jitter::Jitter;
 use crate::retrieval::{Fetched, get_records, shard_iterator};
 
 /// At most this many GetRecords answers wait for the processor, whatever their size.
@@ -62,10 +61,13 @@ impl Prefetcher {
         shard_id: String,
         iterator: String,
         limits: PrefetchLimits,
+        jitter: Arc<Jitter>,
     ) -> Prefetcher {
         // Room for many batches: the record and byte limits are what bound the read-ahead.
         let (tx, batches) = mpsc::channel(MAX_BATCHES_AHEAD);
-        let task = tokio::spawn(fetch(kinesis, stream, shard_id, iterator, limits, tx));
+        let task = tokio::spawn(fetch(
+            kinesis, stream, shard_id, iterator, limits, jitter, tx,
+        ));
         Prefetcher { batches, task }
     }
 
@@ -82,6 +84,7 @@ async fn fetch(
     shard_id: String,
     mut iterator: String,
     limits: PrefetchLimits,
+    jitter: Arc<Jitter>,
     tx: mpsc::Sender<Result<Prefetched, AwsError>>,
 ) {
     let record_permits = Arc::new(Semaphore::new(limits.max_records.max(1)));
@@ -91,7 +94,7 @@ async fn fetch(
     let mut backoff = Backoff::new(
         BackoffConfig::new(base, base.max(Duration::from_secs(10))).expect("base > 0"),
     );
-    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut rng = jitter.rng();
     loop {
         match get_records(&*kinesis, &iterator, limits.records_per_call).await {
             Fetched::Batch {
@@ -149,7 +152,7 @@ async fn fetch(
                         return;
                     }
                 };
-                match shard_iterator(&*kinesis, &stream, &shard_id, &start).await {
+                match shard_iterator(&*kinesis, &stream, &shard_id, &start, &jitter).await {
                     Ok(it) => iterator = it,
                     Err(e) if e.class() == Class::Fatal => {
                         let _ = tx.send(Err(e)).await;

@@ -13,7 +13,9 @@ use kinesis_api::{ChildShard, IteratorStart, Kinesis, Record, StreamRef};
 use kinesis_format::{
     Deaggregated, ExtendedSequenceNumber, HashKeyRange, SequenceNumber, SubRecord, deaggregate_all,
 };
-use kinesis_retry::{AwsError, BackoffConfig, RetryPolicy, retry};
+use kinesis_retry::{AwsError, BackoffConfig, RetryPolicy, retry_with_rng};
+
+use crate::jitter::Jitter;
 
 use crate::processor::ConsumerRecord;
 
@@ -33,8 +35,10 @@ pub(crate) async fn shard_iterator(
     stream: &StreamRef,
     shard_id: &str,
     start: &IteratorStart,
+    jitter: &Jitter,
 ) -> Result<String, AwsError> {
-    retry(control_policy(), AwsError::class, || {
+    let mut rng = jitter.rng();
+    retry_with_rng(control_policy(), &mut rng, AwsError::class, || {
         kinesis.get_shard_iterator(stream, shard_id, start)
     })
     .await

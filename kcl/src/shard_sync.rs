@@ -20,7 +20,9 @@
 use std::collections::{HashMap, HashSet};
 
 use kinesis_api::{ChildShard, Kinesis, Shard, ShardFilter, StreamRef};
-use kinesis_retry::{AwsError, retry};
+use kinesis_retry::{AwsError, retry_with_rng};
+
+use crate::jitter::Jitter;
 
 use crate::config::InitialPosition;
 use crate::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
@@ -39,8 +41,9 @@ pub(crate) enum SyncError {
 pub(crate) async fn describe_stream(
     kinesis: &dyn Kinesis,
     stream: &StreamRef,
+    jitter: &Jitter,
 ) -> Result<String, AwsError> {
-    let summary = retry(control_policy(), AwsError::class, || {
+    let summary = retry_with_rng(control_policy(), &mut jitter.rng(), AwsError::class, || {
         kinesis.describe_stream_summary(stream)
     })
     .await?;
@@ -51,8 +54,9 @@ pub(crate) async fn describe_stream(
 pub(crate) async fn list_all_shards(
     kinesis: &dyn Kinesis,
     stream: &StreamRef,
+    jitter: &Jitter,
 ) -> Result<Vec<Shard>, AwsError> {
-    retry(control_policy(), AwsError::class, || {
+    retry_with_rng(control_policy(), &mut jitter.rng(), AwsError::class, || {
         kinesis.list_shards(stream, ShardFilter::All)
     })
     .await
@@ -89,8 +93,9 @@ pub(crate) async fn sync(
     identifier: &str,
     store: &dyn LeaseStore,
     initial: InitialPosition,
+    jitter: &Jitter,
 ) -> Result<usize, SyncError> {
-    let mut shards = list_all_shards(kinesis, stream)
+    let mut shards = list_all_shards(kinesis, stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
     let existing = store.list().await.map_err(SyncError::Leases)?;

@@ -3,7 +3,7 @@
 //! not be renewed for the failover time, is marked lost; its shard's processor then gets
 //! `lease_lost` within one renew interval.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub(crate) struct LeaseCoordinator {
     store: Arc<dyn LeaseStore>,
     worker_id: String,
     failover_time: Duration,
-    held: Mutex<HashMap<String, Arc<HeldLease>>>,
+    held: Mutex<BTreeMap<String, Arc<HeldLease>>>,
     taker: tokio::sync::Mutex<LeaseTaker>,
 }
 
@@ -34,7 +34,7 @@ impl LeaseCoordinator {
             store,
             worker_id: config.worker_id.clone(),
             failover_time: config.failover_time,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(BTreeMap::new()),
             taker: tokio::sync::Mutex::new(LeaseTaker::new(config)),
         }
     }
@@ -193,13 +193,10 @@ impl LeaseCoordinator {
 
     /// Marks every held lease lost (the lease table is gone): processors get `lease_lost`.
     pub(crate) fn lose_all(&self) {
-        let held: Vec<Arc<HeldLease>> = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, h)| h)
-            .collect();
+        let held: Vec<Arc<HeldLease>> =
+            std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
         for h in held {
             h.lost.cancel();
         }

@@ -35,6 +35,7 @@ impl Renewer {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    biased;
                     () = token.cancelled() => return Ok(()),
                     _ = ticks.tick() => renew_round(&coordinator).await?,
                 }

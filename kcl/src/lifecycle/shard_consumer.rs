@@ -47,6 +47,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) kinesis: Arc<dyn Kinesis>,
     pub(crate) stream: StreamRef,
+    /// Where back-off jitter comes from.
+    pub(crate) jitter: Arc<crate::jitter::Jitter>,
     /// The stream's identity, written on the child leases this consumer creates.
     pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,
@@ -114,9 +116,10 @@ impl ShardConsumer {
                         tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
                     }
                     let iterator = tokio::select! {
+                        biased;
                         () = self.held.lost.cancelled() => Err(Interrupt::Lost),
                         () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
-                        it = shard_iterator(&*self.kinesis, &self.stream, &shard_id, &start) => Ok(it),
+                        it = shard_iterator(&*self.kinesis, &self.stream, &shard_id, &start, &self.jitter) => Ok(it),
                     };
                     match iterator {
                         Err(i) => self.interrupted(i),
@@ -127,6 +130,7 @@ impl ShardConsumer {
                                 shard_id.clone(),
                                 it,
                                 self.limits(),
+                                self.jitter.clone(),
                             ));
                             if !initialized {
                                 initialized = true;
@@ -161,6 +165,7 @@ impl ShardConsumer {
                         continue;
                     };
                     let batch = tokio::select! {
+                        biased;
                         () = self.held.lost.cancelled() => None,
                         () = self.shutdown.cancelled() => None,
                         batch = fetcher.next() => Some(batch),
@@ -278,6 +283,7 @@ impl ShardConsumer {
     /// Waits, unless the lease is lost or the worker shuts down first.
     async fn pause(&self, wait: Duration) -> Result<(), Interrupt> {
         tokio::select! {
+            biased;
             () = self.held.lost.cancelled() => Err(Interrupt::Lost),
             () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
             () = tokio::time::sleep(wait) => Ok(()),

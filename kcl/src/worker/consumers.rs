@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_retry::Backoff;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +27,7 @@ pub(crate) struct Context {
     pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,
     pub(crate) factory: Arc<dyn RecordProcessorFactory>,
+    pub(crate) jitter: Arc<crate::jitter::Jitter>,
     /// Cancelled when the worker shuts down gracefully.
     pub(crate) stop: CancellationToken,
 }
@@ -54,11 +54,11 @@ pub(crate) struct Consumers {
 impl Consumers {
     pub(crate) fn new(ctx: Context) -> Self {
         Consumers {
+            rng: ctx.jitter.rng(),
             ctx,
             tasks: JoinSet::new(),
             by_task: HashMap::new(),
             failures: HashMap::new(),
-            rng: StdRng::from_rng(&mut rand::rng()),
         }
     }
 
@@ -99,6 +99,7 @@ impl Consumers {
             kinesis: self.ctx.kinesis.clone(),
             stream: self.ctx.stream.clone(),
             stream_identifier: self.ctx.stream_identifier.clone(),
+            jitter: self.ctx.jitter.clone(),
             config: self.ctx.config.clone(),
             shutdown: self.ctx.stop.child_token(),
         };
@@ -106,6 +107,7 @@ impl Consumers {
         let handle = self.tasks.spawn(async move {
             if !delay.is_zero() {
                 tokio::select! {
+                    biased;
                     () = consumer.held.lost.cancelled() => return ShardOutcome::LeaseLost,
                     () = consumer.shutdown.cancelled() => return ShardOutcome::ShutDown,
                     () = tokio::time::sleep(delay) => {}

@@ -24,6 +24,7 @@ use crate::checkpoint::HeldLease;
 use crate::config::WorkerConfig;
 use crate::coordinator::LeaseCoordinator;
 use crate::coordinator::renewer::Renewer;
+use crate::jitter::Jitter;
 use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
 use crate::lifecycle::ShardOutcome;
 use crate::processor::RecordProcessorFactory;
@@ -63,6 +64,7 @@ pub struct Worker {
     stream: StreamRef,
     factory: Arc<dyn RecordProcessorFactory>,
     handle: ShutdownHandle,
+    jitter: Arc<Jitter>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -129,6 +131,7 @@ impl Worker {
         config: WorkerConfig,
     ) -> Worker {
         Worker {
+            jitter: Arc::new(Jitter::new(config.jitter_seed)),
             config: Arc::new(config),
             kinesis,
             store,
@@ -150,6 +153,7 @@ impl Worker {
     pub async fn run(self) -> Result<(), WorkerError> {
         self.config.validate()?;
         let started = tokio::select! {
+            biased;
             () = self.handle.graceful.cancelled() => return Ok(()),
             () = self.handle.immediate.cancelled() => return Ok(()),
             started = self.start() => started?,
@@ -159,7 +163,7 @@ impl Worker {
 
     /// Whether the stream is gone (asked again, so one odd answer does not stop the worker).
     async fn stream_is_gone(&self) -> Option<AwsError> {
-        match shard_sync::describe_stream(&*self.kinesis, &self.stream).await {
+        match shard_sync::describe_stream(&*self.kinesis, &self.stream, &self.jitter).await {
             Err(e) if e.is_not_found() => Some(e),
             _ => None,
         }
@@ -178,7 +182,8 @@ impl Worker {
             if let Some(gone) = self.stream_is_gone().await {
                 return Some(Stop::Gracefully(self.kinesis_error(gone)));
             }
-            let listed = shard_sync::list_all_shards(&*self.kinesis, &self.stream).await;
+            let listed =
+                shard_sync::list_all_shards(&*self.kinesis, &self.stream, &self.jitter).await;
             if let Ok(shards) = listed
                 && !shards.iter().any(|s| s.id == held.key)
             {
@@ -222,6 +227,7 @@ impl Worker {
             stream_identifier: identifier.clone(),
             config: config.clone(),
             factory: self.factory.clone(),
+            jitter: self.jitter.clone(),
             stop: CancellationToken::new(),
         });
         for held in resumed {
@@ -240,6 +246,7 @@ impl Worker {
 
         let stop: Option<Stop> = loop {
             let stop = tokio::select! {
+                biased;
                 () = self.handle.immediate.cancelled() => {
                     consumers.abort_all();
                     renewer.abort();
@@ -259,7 +266,7 @@ impl Worker {
                     }
                 },
                 _ = sync.tick() => {
-                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position).await;
+                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position, &self.jitter).await;
                     match synced {
                         Ok(_) => None,
                         Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {
@@ -305,6 +312,7 @@ impl Worker {
         consumers.stop();
         loop {
             tokio::select! {
+                biased;
                 () = self.handle.immediate.cancelled() => {
                     consumers.abort_all();
                     renewer.abort();

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use super::{Worker, WorkerError};
 use crate::checkpoint::HeldLease;
@@ -36,7 +34,7 @@ impl Worker {
         let config = BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(10))
             .expect("valid back-off");
         let mut backoff = Backoff::new(config);
-        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let mut rng = self.jitter.rng();
         loop {
             match step().await {
                 Ok(v) => return Ok(v),
@@ -56,7 +54,7 @@ impl Worker {
         let stream = self.stream.as_str().to_owned();
         let info = self
             .step("checking the stream", AwsError::class, || {
-                shard_sync::describe_stream(&*self.kinesis, &self.stream)
+                shard_sync::describe_stream(&*self.kinesis, &self.stream, &self.jitter)
             })
             .await
             .map_err(|e| self.kinesis_error(e))?;
@@ -93,6 +91,7 @@ impl Worker {
                     &identifier,
                     &*self.store,
                     initial,
+                    &self.jitter,
                 )
             })
             .await
