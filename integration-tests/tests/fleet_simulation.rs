@@ -2,9 +2,10 @@
 //! lease store, under tokio's paused clock, with a producer writing uniquely numbered records and
 //! a seeded schedule of events: worker crashes (no release), restarts with the same or a new id,
 //! splits, merges, lease-store outages longer than the failover time, and windows of Kinesis
-//! faults. After each run, the delivery checker of the chaos test: nothing lost, per-key first
-//! deliveries in stored order across the lineage, strictly increasing positions per session,
-//! duplicates only from sessions that never checkpointed them.
+//! faults. After each run: no lease's checkpoint ever moved backwards (in the store's own order),
+//! and the delivery checker of the chaos test: nothing lost, per-key first deliveries in stored
+//! order across the lineage, strictly increasing positions per session, duplicates only from
+//! sessions that never checkpointed them.
 //!
 //! `SIM_SEED=N` runs one seed; `SIM_SEEDS=N` runs seeds 0..N (default 200, about 20 s). A failing
 //! seed is printed with its events and replays exactly: the seed fixes the fleet, the schedule,
@@ -21,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use integration_tests::delivery_file::{Checkpoint, Deliveries, Delivery, Stored, verify};
-use kcl::leases::MemoryLeaseStore;
+use kcl::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore, MemoryLeaseStore};
 use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
     ShutdownHandle, Worker, WorkerConfig, WorkerError,
@@ -89,9 +90,94 @@ impl RecordProcessor for Recorder {
 /// A running worker: its id, its handle, its task.
 type Running = (String, ShutdownHandle, JoinHandle<Result<(), WorkerError>>);
 
+/// The in-memory lease store, recording every stored checkpoint in the store's own order.
+#[derive(Debug, Default)]
+struct Recording {
+    inner: Arc<MemoryLeaseStore>,
+    checkpoints: Mutex<Vec<(String, CheckpointPosition)>>,
+}
+
+#[async_trait]
+impl LeaseStore for Recording {
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.inner.ensure_table().await
+    }
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.inner.list().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.inner.get(key).await
+    }
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.inner.create_if_absent(lease).await
+    }
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.renew(lease).await
+    }
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.take(lease, owner).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.release(lease).await
+    }
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Result<Lease, LeaseError> {
+        // No await between the store's write and the record: the order is the store's.
+        let written = self.inner.checkpoint(lease, checkpoint, pending).await?;
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .push((written.key.clone(), written.checkpoint.clone()));
+        Ok(written)
+    }
+    async fn set_child_shards(
+        &self,
+        lease: &Lease,
+        children: &[String],
+    ) -> Result<Lease, LeaseError> {
+        self.inner.set_child_shards(lease, children).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), LeaseError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// Where a checkpoint stands: initial positions first, then records, then SHARD_END.
+fn rank(p: &CheckpointPosition) -> (u8, Option<ExtendedSequenceNumber>) {
+    match p {
+        CheckpointPosition::Sequence {
+            sequence,
+            sub_sequence,
+        } => (
+            1,
+            Some(ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence)),
+        ),
+        CheckpointPosition::ShardEnd => (2, None),
+        _ => (0, None),
+    }
+}
+
+/// Checkpoints that moved a lease backwards, in store order.
+fn checkpoint_regressions(checkpoints: &[(String, CheckpointPosition)]) -> Vec<String> {
+    let mut last: HashMap<&str, &CheckpointPosition> = HashMap::new();
+    let mut out = Vec::new();
+    for (key, p) in checkpoints {
+        if let Some(prev) = last.insert(key, p)
+            && rank(p) < rank(prev)
+        {
+            out.push(format!("{key}: {prev} then {p}"));
+        }
+    }
+    out
+}
+
 struct Fleet {
     kinesis: Arc<MemoryKinesis>,
-    store: Arc<MemoryLeaseStore>,
+    store: Arc<Recording>,
     log: Log,
     sessions: Arc<AtomicU64>,
     running: Vec<Option<Running>>,
@@ -183,9 +269,13 @@ async fn run(seed: u64) -> Result<String, String> {
     kinesis.create_stream("s", shards);
     let store = Arc::new(MemoryLeaseStore::new());
     store.set_failures(0.02, seed);
+    let recording = Arc::new(Recording {
+        inner: store.clone(),
+        checkpoints: Mutex::default(),
+    });
     let mut fleet = Fleet {
         kinesis: kinesis.clone(),
-        store: store.clone(),
+        store: recording.clone(),
         log: Log::default(),
         sessions: Arc::default(),
         running: (0..workers).map(|_| None).collect(),
@@ -296,19 +386,22 @@ async fn run(seed: u64) -> Result<String, String> {
                 .map_err(|e| format!("worker: {e}"))?;
         }
     }
+    let backwards = checkpoint_regressions(&recording.checkpoints.lock().unwrap());
     let summary = format!(
-        "seed {seed}: {workers} workers, {shards} shards, {records} records, events {events:?}; never delivered {}, out of order {}, session regressions {}, unexplained duplicates {}, duplicates {}",
+        "seed {seed}: {workers} workers, {shards} shards, {records} records, events {events:?}; checkpoints backwards {}, never delivered {}, out of order {}, session regressions {}, unexplained duplicates {}, duplicates {}",
+        backwards.len(),
         verdict.never_delivered.len(),
         verdict.out_of_order.len(),
         verdict.session_regressions.len(),
         verdict.unexplained_duplicates.len(),
         verdict.duplicates
     );
-    if verdict.ok() {
+    if verdict.ok() && backwards.is_empty() {
         Ok(summary)
     } else {
         Err(format!(
-            "{summary}\nnever delivered {:?}\nout of order {:?}\nsession regressions {:?}\nunexplained duplicates {:?}",
+            "{summary}\ncheckpoints backwards {:?}\nnever delivered {:?}\nout of order {:?}\nsession regressions {:?}\nunexplained duplicates {:?}",
+            &backwards[..backwards.len().min(10)],
             &verdict.never_delivered[..verdict.never_delivered.len().min(10)],
             &verdict.out_of_order[..verdict.out_of_order.len().min(10)],
             &verdict.session_regressions[..verdict.session_regressions.len().min(10)],
@@ -335,4 +428,26 @@ async fn seeded_fleets_keep_the_consumers_promise() {
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+#[test]
+fn a_checkpoint_moving_backwards_is_caught() {
+    let at = |s: &str| CheckpointPosition::Sequence {
+        sequence: SequenceNumber::parse(s).unwrap(),
+        sub_sequence: 0,
+    };
+    let forward = [
+        ("a".to_owned(), at("5")),
+        ("b".to_owned(), at("1")),
+        ("a".to_owned(), at("7")),
+        ("a".to_owned(), CheckpointPosition::ShardEnd),
+    ];
+    assert!(checkpoint_regressions(&forward).is_empty());
+    let back = [("a".to_owned(), at("7")), ("a".to_owned(), at("5"))];
+    assert_eq!(checkpoint_regressions(&back).len(), 1);
+    let after_end = [
+        ("a".to_owned(), CheckpointPosition::ShardEnd),
+        ("a".to_owned(), at("9")),
+    ];
+    assert_eq!(checkpoint_regressions(&after_end).len(), 1);
 }
