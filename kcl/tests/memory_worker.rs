@@ -149,24 +149,7 @@ async fn every_record_in_key_order_across_a_split() {
     let kinesis = Arc::new(MemoryKinesis::default());
     kinesis.create_stream("s", 4);
     let log: Log = Arc::default();
-    let factory = {
-        let log = log.clone();
-        move |_: &str| -> Box<dyn RecordProcessor> { Box::new(Recorder(log.clone())) }
-    };
-    let config = WorkerConfig::default()
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_millis(1500))
-        .take_interval(Duration::from_millis(200))
-        .idle_time_between_reads(Duration::from_millis(200))
-        .parent_poll_interval(Duration::from_millis(100));
-    let worker = Worker::with_kinesis(
-        kinesis.clone(),
-        Arc::new(MemoryLeaseStore::new()),
-        "s",
-        factory,
-        config,
-    );
+    let worker = worker(kinesis.clone(), Arc::new(MemoryLeaseStore::new()), &log);
     let handle = worker.shutdown_handle();
     let task = tokio::spawn(worker.run());
 
