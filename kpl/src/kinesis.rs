@@ -6,31 +6,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use kinesis_api::{Kinesis, PutResult, ShardFilter, StreamRef};
+use kinesis_api::{Kinesis, ShardFilter, StreamRef};
 use kinesis_format::HashKeyRange;
 use kinesis_retry::{AwsError, AwsErrorKind};
 
-/// One Kinesis record of a PutRecords call.
-#[derive(Clone, Debug)]
-pub(crate) struct PutEntry {
-    pub(crate) partition_key: String,
-    pub(crate) explicit_hash_key: Option<String>,
-    pub(crate) data: Bytes,
-}
-
-/// The result of one entry of a PutRecords call, in request order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum EntryResult {
-    Stored {
-        shard_id: String,
-        sequence_number: String,
-    },
-    Failed {
-        code: String,
-        message: String,
-    },
-}
+/// One Kinesis record of a PutRecords call, and the result of one entry (in request order): the
+/// boundary's own types, passed through without conversion.
+pub(crate) use kinesis_api::{PutEntry, PutResult as EntryResult};
 
 /// A shard as the producer needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,32 +100,10 @@ impl KinesisApi for Boundary {
         stream: &str,
         entries: Vec<PutEntry>,
     ) -> Result<Vec<EntryResult>, CallError> {
-        let entries = entries
-            .into_iter()
-            .map(|e| kinesis_api::PutEntry {
-                partition_key: e.partition_key,
-                explicit_hash_key: e.explicit_hash_key,
-                data: e.data,
-            })
-            .collect();
-        let results = self
-            .0
+        self.0
             .put_records(&StreamRef::new(stream), entries)
             .await
-            .map_err(CallError::from_aws)?;
-        Ok(results
-            .into_iter()
-            .map(|r| match r {
-                PutResult::Stored {
-                    shard_id,
-                    sequence_number,
-                } => EntryResult::Stored {
-                    shard_id,
-                    sequence_number,
-                },
-                PutResult::Failed { code, message } => EntryResult::Failed { code, message },
-            })
-            .collect())
+            .map_err(CallError::from_aws)
     }
 
     async fn list_shards(
