@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use integration_tests::delivery_file::{Checkpoint, Deliveries, Delivery, Stored, verify};
-use kcl::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore, MemoryLeaseStore};
+use kcl::leases::{CheckpointPosition, MemoryLeaseStore};
 use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
     ShutdownHandle, Worker, WorkerConfig, WorkerError,
@@ -90,62 +90,6 @@ impl RecordProcessor for Recorder {
 /// A running worker: its id, its handle, its task.
 type Running = (String, ShutdownHandle, JoinHandle<Result<(), WorkerError>>);
 
-/// The in-memory lease store, recording every stored checkpoint in the store's own order.
-#[derive(Debug, Default)]
-struct Recording {
-    inner: Arc<MemoryLeaseStore>,
-    checkpoints: Mutex<Vec<(String, CheckpointPosition)>>,
-}
-
-#[async_trait]
-impl LeaseStore for Recording {
-    async fn ensure_table(&self) -> Result<(), LeaseError> {
-        self.inner.ensure_table().await
-    }
-    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-        self.inner.list().await
-    }
-    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        self.inner.get(key).await
-    }
-    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
-        self.inner.create_if_absent(lease).await
-    }
-    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.inner.renew(lease).await
-    }
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
-        self.inner.take(lease, owner).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.inner.release(lease).await
-    }
-    async fn checkpoint(
-        &self,
-        lease: &Lease,
-        checkpoint: &CheckpointPosition,
-        pending: Option<&CheckpointPosition>,
-    ) -> Result<Lease, LeaseError> {
-        // No await between the store's write and the record: the order is the store's.
-        let written = self.inner.checkpoint(lease, checkpoint, pending).await?;
-        self.checkpoints
-            .lock()
-            .unwrap()
-            .push((written.key.clone(), written.checkpoint.clone()));
-        Ok(written)
-    }
-    async fn set_child_shards(
-        &self,
-        lease: &Lease,
-        children: &[String],
-    ) -> Result<Lease, LeaseError> {
-        self.inner.set_child_shards(lease, children).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), LeaseError> {
-        self.inner.delete(key).await
-    }
-}
-
 /// Where a checkpoint stands: initial positions first, then records, then SHARD_END.
 fn rank(p: &CheckpointPosition) -> (u8, Option<ExtendedSequenceNumber>) {
     match p {
@@ -177,7 +121,7 @@ fn checkpoint_regressions(checkpoints: &[(String, CheckpointPosition)]) -> Vec<S
 
 struct Fleet {
     kinesis: Arc<MemoryKinesis>,
-    store: Arc<Recording>,
+    store: Arc<MemoryLeaseStore>,
     log: Log,
     sessions: Arc<AtomicU64>,
     running: Vec<Option<Running>>,
@@ -269,13 +213,9 @@ async fn run(seed: u64) -> Result<String, String> {
     kinesis.create_stream("s", shards);
     let store = Arc::new(MemoryLeaseStore::new());
     store.set_failures(0.02, seed);
-    let recording = Arc::new(Recording {
-        inner: store.clone(),
-        checkpoints: Mutex::default(),
-    });
     let mut fleet = Fleet {
         kinesis: kinesis.clone(),
-        store: recording.clone(),
+        store: store.clone(),
         log: Log::default(),
         sessions: Arc::default(),
         running: (0..workers).map(|_| None).collect(),
@@ -386,7 +326,7 @@ async fn run(seed: u64) -> Result<String, String> {
                 .map_err(|e| format!("worker: {e}"))?;
         }
     }
-    let backwards = checkpoint_regressions(&recording.checkpoints.lock().unwrap());
+    let backwards = checkpoint_regressions(&store.checkpoint_history());
     let summary = format!(
         "seed {seed}: {workers} workers, {shards} shards, {records} records, events {events:?}; checkpoints backwards {}, never delivered {}, out of order {}, session regressions {}, unexplained duplicates {}, duplicates {}",
         backwards.len(),

@@ -98,59 +98,10 @@ mod tests {
     use super::*;
     use crate::coordinator::taker::TakerConfig;
     use crate::leases::{CheckpointPosition, Lease, LeaseStore, MemoryLeaseStore};
-    use async_trait::async_trait;
-
-    /// The memory store, with renewals that take a second each.
-    #[derive(Debug)]
-    struct SlowRenewals(MemoryLeaseStore);
-
-    #[async_trait]
-    impl LeaseStore for SlowRenewals {
-        async fn ensure_table(&self) -> Result<(), LeaseError> {
-            self.0.ensure_table().await
-        }
-        async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-            self.0.list().await
-        }
-        async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-            self.0.get(key).await
-        }
-        async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
-            self.0.create_if_absent(lease).await
-        }
-        async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            self.0.renew(lease).await
-        }
-        async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
-            self.0.take(lease, owner).await
-        }
-        async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-            self.0.release(lease).await
-        }
-        async fn checkpoint(
-            &self,
-            lease: &Lease,
-            checkpoint: &CheckpointPosition,
-            pending: Option<&CheckpointPosition>,
-        ) -> Result<Lease, LeaseError> {
-            self.0.checkpoint(lease, checkpoint, pending).await
-        }
-        async fn set_child_shards(
-            &self,
-            lease: &Lease,
-            children: &[String],
-        ) -> Result<Lease, LeaseError> {
-            self.0.set_child_shards(lease, children).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), LeaseError> {
-            self.0.delete(key).await
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn many_slow_renewals_finish_within_one_interval() {
-        let store = Arc::new(SlowRenewals(MemoryLeaseStore::new()));
+        let store = Arc::new(MemoryLeaseStore::new());
         for i in 0..64 {
             let lease = Lease::new(format!("s{i:02}"), CheckpointPosition::TrimHorizon);
             store.create_if_absent(&lease).await.unwrap();
@@ -165,9 +116,12 @@ mod tests {
             },
         ));
         assert_eq!(coordinator.take_round().await.unwrap().len(), 64);
+        // From now on every call, so every renewal, takes a second.
+        store.set_latency(Duration::from_secs(1));
         let renewer = Renewer::start(coordinator.clone(), Duration::from_secs(3));
         // 64 renewals of 1 s each: one after another they would take 64 s; 32 at a time, 2 s.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
+        store.set_latency(Duration::ZERO);
         let leases = store.list().await.unwrap();
         assert!(
             leases.iter().all(|l| l.counter == 2),

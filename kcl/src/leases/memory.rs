@@ -38,6 +38,8 @@ impl Default for Trouble {
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     leases: Mutex<BTreeMap<String, Lease>>,
+    /// Every stored checkpoint, in the order stored (held while storing, so the order is exact).
+    checkpoints: Mutex<Vec<(String, CheckpointPosition)>>,
     trouble: Mutex<Trouble>,
 }
 
@@ -63,6 +65,15 @@ impl MemoryLeaseStore {
         let mut t = self.trouble();
         t.failure_rate = failure_rate;
         t.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// Every checkpoint stored so far, as (lease key, position), in the order the store wrote
+    /// them: for tests that check checkpoints never move backwards.
+    pub fn checkpoint_history(&self) -> Vec<(String, CheckpointPosition)> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
@@ -183,11 +194,14 @@ impl LeaseStore for MemoryLeaseStore {
         pending: Option<&CheckpointPosition>,
     ) -> Result<Lease, LeaseError> {
         self.enter("memory UpdateItem").await?;
-        self.update(
+        let mut history = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let written = self.update(
             &lease.key,
             |c| c.counter == lease.counter && c.owner == lease.owner,
             |c| c.checkpointed(checkpoint, pending),
-        )
+        )?;
+        history.push((written.key.clone(), written.checkpoint.clone()));
+        Ok(written)
     }
 
     async fn set_child_shards(
