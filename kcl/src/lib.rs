@@ -11,16 +11,15 @@ mod prefetch;
 mod processor;
 mod retrieval;
 mod shard_sync;
-mod stream;
 mod worker;
 
 pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
 pub use config::{ConfigError, InitialPosition, WorkerConfig};
+pub use kinesis_api::StreamRef;
 pub use kinesis_retry::{AwsError, AwsErrorKind, Class};
 pub use lifecycle::ShardState;
 pub use processor::{
     ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
     RecordProcessor, RecordProcessorFactory,
 };
-pub use stream::StreamRef;
 pub use worker::{ShutdownHandle, Worker, WorkerError};

@@ -18,7 +18,7 @@ use crate::processor::{
 };
 use crate::retrieval::{Skipped, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
-use crate::stream::StreamRef;
+use kinesis_api::StreamRef;
 
 /// How a shard consumer ended.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::config::WorkerConfig;
 use crate::leases::LeaseStore;
 use crate::lifecycle::{ShardConsumer, ShardOutcome};
 use crate::processor::RecordProcessorFactory;
-use crate::stream::StreamRef;
+use kinesis_api::StreamRef;
 
 /// What every consumer of a worker shares.
 pub(crate) struct Context {

@@ -29,9 +29,9 @@ use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
 use crate::lifecycle::ShardOutcome;
 use crate::processor::RecordProcessorFactory;
 use crate::shard_sync::{self, SyncError};
-use crate::stream::StreamRef;
 use consumers::{Consumers, Context, Ended};
 pub use error::WorkerError;
+use kinesis_api::StreamRef;
 use startup::Started;
 
 /// Stops a running worker, from any task.
