@@ -17,7 +17,7 @@ mod retry_loop;
 pub use aws_error::{AwsError, AwsErrorKind};
 pub use backoff::{Backoff, BackoffConfig, BackoffConfigError};
 pub use class::{Class, classify, classify_code};
-pub use retry_loop::{RetryPolicy, retry, retry_with_rng};
+pub use retry_loop::{RetryPolicy, retry, retry_notify, retry_with_rng};
 
 /// The SDK settings every client of this workspace uses: the SDK's own retries off (the caller
 /// retries by [`Class`], so retries do not multiply), each call and each attempt limited to

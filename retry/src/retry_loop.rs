@@ -58,6 +58,22 @@ pub async fn retry_with_rng<T, E, F, Fut>(
     policy: RetryPolicy,
     rng: &mut StdRng,
     classify: impl Fn(&E) -> Class,
+    call: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_notify(policy, rng, classify, |_, _| {}, call).await
+}
+
+/// [`retry_with_rng`], telling `notify` of each failure that will be retried and the delay
+/// before the next attempt (to log it).
+pub async fn retry_notify<T, E, F, Fut>(
+    policy: RetryPolicy,
+    rng: &mut StdRng,
+    classify: impl Fn(&E) -> Class,
+    mut notify: impl FnMut(&E, Duration),
     mut call: F,
 ) -> Result<T, E>
 where
@@ -72,9 +88,11 @@ where
             Err(e) if classify(&e) == Class::Fatal || attempt >= policy.max_attempts => {
                 return Err(e);
             }
-            Err(_) => {
+            Err(e) => {
                 attempt += 1;
-                tokio::time::sleep(backoff.next_delay(rng)).await;
+                let delay = backoff.next_delay(rng);
+                notify(&e, delay);
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
+use kinesis_retry::{AwsError, BackoffConfig, Class, RetryPolicy, retry_notify};
 
 use super::{Worker, WorkerError};
 use crate::checkpoint::HeldLease;
@@ -23,29 +23,22 @@ pub(super) struct Started {
 }
 
 impl Worker {
-    /// Runs `step` until it succeeds; throttled and transient failures are logged and retried
-    /// with back-off, a fatal one is returned.
+    /// Runs `step` until it succeeds, through the shared retry loop with no attempt limit:
+    /// throttled and transient failures are logged and retried with back-off, a fatal one is
+    /// returned.
     async fn step<T, E: std::fmt::Display, Fut: std::future::Future<Output = Result<T, E>>>(
         &self,
         what: &str,
         class: impl Fn(&E) -> Class,
-        mut step: impl FnMut() -> Fut,
+        step: impl FnMut() -> Fut,
     ) -> Result<T, E> {
-        let config = BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(10))
+        let backoff = BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(10))
             .expect("valid back-off");
-        let mut backoff = Backoff::new(config);
-        let mut rng = self.jitter.rng();
-        loop {
-            match step().await {
-                Ok(v) => return Ok(v),
-                Err(e) if class(&e) == Class::Fatal => return Err(e),
-                Err(e) => {
-                    let delay = backoff.next_delay(&mut rng);
-                    tracing::warn!(stream = %self.stream.as_str(), error = %e, retry_in = ?delay, "worker start-up: {what} failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        let log = |e: &E, delay: Duration| {
+            tracing::warn!(stream = %self.stream.as_str(), error = %e, retry_in = ?delay, "worker start-up: {what} failed; retrying");
+        };
+        let policy = RetryPolicy::new(u32::MAX, backoff);
+        retry_notify(policy, &mut self.jitter.rng(), class, log, step).await
     }
 
     /// Start-up: the stream exists, the lease table exists and belongs to it, the shards have
