@@ -17,7 +17,6 @@ pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
 pub use config::{ConfigError, InitialPosition, WorkerConfig};
 pub use kinesis_api::StreamRef;
 pub use kinesis_retry::{AwsError, AwsErrorKind, Class};
-pub use lifecycle::ShardState;
 pub use processor::{
     ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
     RecordProcessor, RecordProcessorFactory,

@@ -8,6 +8,9 @@
 //!   children never start;
 //! - `shutdown_requested`: the worker is shutting down gracefully; the processor may checkpoint.
 //!
+//! A processor stopped before its `initialize` ran (its shard was still waiting on its parents,
+//! or the lease was lost while the first iterator was being fetched) gets none of these calls.
+//!
 //! Failures: when `initialize`, `process_records` or `shard_ended` returns an error or panics, the
 //! error is logged with the shard, the processor is dropped (no further calls), and the shard
 //! restarts from its last checkpoint with a new processor after a back-off that grows while the

@@ -5,42 +5,18 @@ use std::time::Duration;
 
 use kinesis_api::{ChildShard, IteratorStart, Kinesis};
 use kinesis_format::ExtendedSequenceNumber;
-use kinesis_retry::{AwsError, Class};
+use kinesis_retry::Class;
 use tokio_util::sync::CancellationToken;
 
-use super::state::ShardState;
+use super::state::{Event, Reading, ShardOutcome, ShardState, Step, Stop, transition};
 use crate::checkpoint::{Checkpointer, HeldLease};
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::leases::{CheckpointPosition, LeaseStore};
 use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
-use crate::processor::{
-    InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult, RecordProcessor,
-};
+use crate::processor::{InitializeInput, ProcessRecordsInput, ProcessorError, RecordProcessor};
 use crate::retrieval::{Skipped, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
 use kinesis_api::StreamRef;
-
-/// How a shard consumer ended.
-#[derive(Debug)]
-pub(crate) enum ShardOutcome {
-    /// Processed to its end and checkpointed SHARD_END.
-    Finished,
-    /// The lease went to another worker.
-    LeaseLost,
-    /// Stopped for a graceful shutdown (the processor had its `shutdown_requested`).
-    ShutDown,
-    /// The processor returned an error: the shard restarts from its checkpoint after a back-off.
-    /// (A panic reaches the worker as the task's failure instead.)
-    ProcessorFailed {
-        call: &'static str,
-        error: ProcessorError,
-        /// Whether some batch was processed successfully first (resets the back-off).
-        progressed: bool,
-    },
-    /// Kinesis answered with an error that retrying cannot fix (the shard or stream is gone,
-    /// access denied...): the worker decides what it means.
-    KinesisFatal(AwsError),
-}
 
 pub(crate) struct ShardConsumer {
     pub(crate) held: Arc<HeldLease>,
@@ -62,206 +38,181 @@ enum Interrupt {
     Shutdown,
 }
 
+impl Interrupt {
+    fn event(self) -> Event {
+        match self {
+            Interrupt::Lost => Event::LeaseLost,
+            Interrupt::Shutdown => Event::ShutdownRequested,
+        }
+    }
+}
+
 impl ShardConsumer {
+    /// Drives the shard through its states: each state's I/O happens here and ends in an
+    /// [`Event`]; [`transition`] decides what comes next.
     pub(crate) async fn run(self, mut processor: Box<dyn RecordProcessor>) -> ShardOutcome {
         let processor = &mut *processor;
-        let shard_id = self.held.key.clone();
         let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone());
         let mut state = ShardState::WaitingOnParents;
-        let mut resume_after: Option<ExtendedSequenceNumber> = None;
-        let mut prefetcher: Option<Prefetcher> = None;
-        let mut initialized = false;
-        let mut progressed = false;
-        let mut children: Vec<ChildShard> = Vec::new();
+        let mut fetcher: Option<Prefetcher> = None;
         loop {
-            tracing::trace!(shard = %shard_id, ?state, "shard consumer state");
-            state = match state {
+            tracing::trace!(shard = %self.held.key, ?state, "shard consumer state");
+            let event = match &state {
                 ShardState::WaitingOnParents => match self.wait_for_parents().await {
-                    Ok(()) => ShardState::Initializing,
-                    Err(i) => self.interrupted(i),
+                    Ok(()) => Event::ParentsDone,
+                    Err(i) => i.event(),
                 },
-                ShardState::Initializing => {
-                    let lease = self.held.lease.lock().await.clone();
-                    if lease.is_finished() {
-                        return ShardOutcome::Finished;
-                    }
-                    let start = match &lease.checkpoint {
-                        CheckpointPosition::TrimHorizon => IteratorStart::TrimHorizon,
-                        CheckpointPosition::Latest => IteratorStart::Latest,
-                        CheckpointPosition::AtTimestamp => match self.config.initial_position {
-                            InitialPosition::AtTimestamp(at) => IteratorStart::AtTimestamp(at),
-                            _ => IteratorStart::TrimHorizon,
-                        },
-                        CheckpointPosition::Sequence {
-                            sequence,
-                            sub_sequence,
-                        } => {
-                            // Read the checkpointed record again and skip up to its sub-record.
-                            if !initialized {
-                                resume_after = Some(ExtendedSequenceNumber::new(
-                                    sequence.clone(),
-                                    *sub_sequence,
-                                ));
-                            }
-                            IteratorStart::AtSequence(sequence.to_string())
-                        }
-                        CheckpointPosition::ShardEnd => return ShardOutcome::Finished,
-                    };
-                    // Restarting reads (the fetcher stopped): continue after what was delivered.
-                    let start = match &resume_after {
-                        Some(p) if initialized => IteratorStart::AtSequence(p.sequence.to_string()),
-                        _ => start,
-                    };
-                    if !initialized {
-                        tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
-                    }
-                    let iterator = tokio::select! {
-                        biased;
-                        () = self.held.lost.cancelled() => Err(Interrupt::Lost),
-                        () = self.shutdown.cancelled() => Err(Interrupt::Shutdown),
-                        it = shard_iterator(&*self.kinesis, &self.stream, &shard_id, &start, &self.jitter) => Ok(it),
-                    };
-                    match iterator {
-                        Err(i) => self.interrupted(i),
-                        Ok(Ok(it)) => {
-                            prefetcher = Some(Prefetcher::start(
-                                self.kinesis.clone(),
-                                self.stream.clone(),
-                                shard_id.clone(),
-                                it,
-                                self.limits(),
-                                self.jitter.clone(),
-                            ));
-                            if !initialized {
-                                initialized = true;
-                                let input = InitializeInput {
-                                    shard_id: shard_id.clone(),
-                                    checkpoint: lease.checkpoint.clone(),
-                                };
-                                if let Err(error) = processor.initialize(input).await {
-                                    return ShardOutcome::ProcessorFailed {
-                                        call: "initialize",
-                                        error,
-                                        progressed,
-                                    };
-                                }
-                            }
-                            ShardState::Processing
-                        }
-                        Ok(Err(e)) if e.class() == Class::Fatal => {
-                            return self.fatal(processor, initialized, &checkpointer, e).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(shard = %shard_id, error = %e, "cannot start reading the shard; retrying");
-                            match self.pause(self.config.idle_time_between_reads).await {
-                                Ok(()) => ShardState::Initializing,
-                                Err(i) => self.interrupted(i),
-                            }
-                        }
-                    }
+                ShardState::Initializing(reading) => {
+                    self.start_reading(processor, reading, &mut fetcher).await
                 }
-                ShardState::Processing => {
-                    let Some(fetcher) = prefetcher.as_mut() else {
-                        continue;
-                    };
-                    let batch = tokio::select! {
-                        biased;
-                        () = self.held.lost.cancelled() => None,
-                        () = self.shutdown.cancelled() => None,
-                        batch = fetcher.next() => Some(batch),
-                    };
-                    match batch {
-                        None => self.interrupted(if self.held.lost.is_cancelled() {
-                            Interrupt::Lost
-                        } else {
-                            Interrupt::Shutdown
-                        }),
-                        // The fetcher stopped before the shard's end: read again from where we are.
-                        Some(None) => {
-                            prefetcher = None;
-                            ShardState::Initializing
-                        }
-                        Some(Some(Err(e))) => {
-                            return self.fatal(processor, initialized, &checkpointer, e).await;
-                        }
-                        Some(Some(Ok(mut batch))) => {
-                            let delivered = self
-                                .deliver(
-                                    processor,
-                                    &shard_id,
-                                    &mut batch,
-                                    &mut resume_after,
-                                    &checkpointer,
-                                )
-                                .await;
-                            match delivered {
-                                Ok(true) => progressed = true,
-                                Ok(false) => {}
-                                Err(error) => {
-                                    return ShardOutcome::ProcessorFailed {
-                                        call: "process_records",
-                                        error,
-                                        progressed,
-                                    };
-                                }
-                            }
-                            match batch.end {
-                                Some(kids) => {
-                                    prefetcher = None;
-                                    children = kids;
-                                    ShardState::ShardEnded
-                                }
-                                None => ShardState::Processing,
-                            }
-                        }
-                    }
-                }
-                ShardState::ShardEnded => {
-                    match self
-                        .end_shard(processor, &shard_id, &children, &checkpointer)
+                ShardState::Processing(reading) => {
+                    self.process_next(processor, reading, &mut fetcher, &checkpointer)
                         .await
-                    {
-                        Ok(Ok(())) => return ShardOutcome::Finished,
-                        Ok(Err(error)) => {
-                            return ShardOutcome::ProcessorFailed {
-                                call: "shard_ended",
-                                error,
-                                progressed,
-                            };
-                        }
-                        Err(i) => self.interrupted(i),
-                    }
                 }
-                ShardState::LeaseLost => {
-                    if let Err(e) = processor.lease_lost().await {
-                        tracing::warn!(shard = %shard_id, error = %e, "processor's lease_lost returned an error");
-                    }
-                    return ShardOutcome::LeaseLost;
+                ShardState::ShardEnded { children, .. } => {
+                    self.end_shard(processor, children, &checkpointer).await
                 }
-                ShardState::ShutdownRequested => {
-                    if let Err(e) = processor.shutdown_requested(&checkpointer).await {
-                        tracing::warn!(shard = %shard_id, error = %e, "processor's shutdown_requested returned an error");
+                ShardState::Stopping(stop) => {
+                    let (call, result) = match stop {
+                        Stop::LeaseLost => ("lease_lost", processor.lease_lost().await),
+                        Stop::Shutdown | Stop::Fatal(_) => (
+                            "shutdown_requested",
+                            processor.shutdown_requested(&checkpointer).await,
+                        ),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(shard = %self.held.key, error = %e, "processor's {call} returned an error");
                     }
-                    return ShardOutcome::ShutDown;
+                    Event::Notified
                 }
-                ShardState::ShutDown => return ShardOutcome::ShutDown,
             };
+            state = match transition(state, event) {
+                Step::Next(next) => next,
+                Step::Done(outcome) => return outcome,
+            };
+            if !matches!(state, ShardState::Processing(_)) {
+                // Reads restart from a fresh iterator whenever processing resumes.
+                fetcher = None;
+            }
         }
     }
 
-    /// Stops on a Kinesis error no retry can fix: an initialised processor gets
-    /// `shutdown_requested` (its chance to checkpoint) first.
-    async fn fatal(
+    /// `Initializing`: an iterator at the checkpoint (or after what was delivered, when the
+    /// reads restart), a fetcher on it, and the processor's `initialize` the first time.
+    async fn start_reading(
         &self,
         processor: &mut dyn RecordProcessor,
-        initialized: bool,
-        checkpointer: &Checkpointer,
-        error: AwsError,
-    ) -> ShardOutcome {
-        if initialized && let Err(e) = processor.shutdown_requested(checkpointer).await {
-            tracing::warn!(shard = %self.held.key, error = %e, "processor's shutdown_requested returned an error");
+        reading: &Reading,
+        fetcher: &mut Option<Prefetcher>,
+    ) -> Event {
+        let shard_id = &self.held.key;
+        let lease = self.held.lease.lock().await.clone();
+        if lease.is_finished() {
+            return Event::AlreadyFinished;
         }
-        ShardOutcome::KinesisFatal(error)
+        let mut checkpoint = None;
+        let start = match &lease.checkpoint {
+            CheckpointPosition::TrimHorizon => IteratorStart::TrimHorizon,
+            CheckpointPosition::Latest => IteratorStart::Latest,
+            CheckpointPosition::AtTimestamp => match self.config.initial_position {
+                InitialPosition::AtTimestamp(at) => IteratorStart::AtTimestamp(at),
+                _ => IteratorStart::TrimHorizon,
+            },
+            CheckpointPosition::Sequence {
+                sequence,
+                sub_sequence,
+            } => {
+                // Read the checkpointed record again and skip up to its sub-record.
+                checkpoint = Some(ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence));
+                IteratorStart::AtSequence(sequence.to_string())
+            }
+            CheckpointPosition::ShardEnd => return Event::AlreadyFinished,
+        };
+        let start = match &reading.after {
+            Some(p) if reading.initialized => IteratorStart::AtSequence(p.sequence.to_string()),
+            _ => start,
+        };
+        if !reading.initialized {
+            tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
+        }
+        let iterator = tokio::select! {
+            biased;
+            () = self.held.lost.cancelled() => return Event::LeaseLost,
+            () = self.shutdown.cancelled() => return Event::ShutdownRequested,
+            it = shard_iterator(&*self.kinesis, &self.stream, shard_id, &start, &self.jitter) => it,
+        };
+        match iterator {
+            Ok(it) => {
+                *fetcher = Some(Prefetcher::start(
+                    self.kinesis.clone(),
+                    self.stream.clone(),
+                    shard_id.clone(),
+                    it,
+                    self.limits(),
+                    self.jitter.clone(),
+                ));
+                if !reading.initialized {
+                    let input = InitializeInput {
+                        shard_id: shard_id.clone(),
+                        checkpoint: lease.checkpoint.clone(),
+                    };
+                    if let Err(error) = processor.initialize(input).await {
+                        return Event::ProcessorFailed {
+                            call: "initialize",
+                            error,
+                        };
+                    }
+                }
+                Event::ReadsStarted { checkpoint }
+            }
+            Err(e) if e.class() == Class::Fatal => Event::KinesisFatal(e),
+            Err(e) => {
+                tracing::warn!(shard = %shard_id, error = %e, "cannot start reading the shard; retrying");
+                match self.pause(self.config.idle_time_between_reads).await {
+                    Ok(()) => Event::StartFailed,
+                    Err(i) => i.event(),
+                }
+            }
+        }
+    }
+
+    /// `Processing`: the next prefetched batch, handed to the processor.
+    async fn process_next(
+        &self,
+        processor: &mut dyn RecordProcessor,
+        reading: &Reading,
+        fetcher: &mut Option<Prefetcher>,
+        checkpointer: &Checkpointer,
+    ) -> Event {
+        let Some(f) = fetcher.as_mut() else {
+            return Event::ReadsStopped;
+        };
+        let batch = tokio::select! {
+            biased;
+            () = self.held.lost.cancelled() => return Event::LeaseLost,
+            () = self.shutdown.cancelled() => return Event::ShutdownRequested,
+            batch = f.next() => batch,
+        };
+        match batch {
+            // The fetcher stopped before the shard's end: read again from where we are.
+            None => Event::ReadsStopped,
+            Some(Err(e)) => Event::KinesisFatal(e),
+            Some(Ok(mut batch)) => {
+                match self
+                    .deliver(processor, &mut batch, reading.after.as_ref(), checkpointer)
+                    .await
+                {
+                    Ok(last) => Event::Delivered {
+                        last,
+                        end: batch.end.take(),
+                    },
+                    Err(error) => Event::ProcessorFailed {
+                        call: "process_records",
+                        error,
+                    },
+                }
+            }
+        }
     }
 
     fn limits(&self) -> PrefetchLimits {
@@ -270,13 +221,6 @@ impl ShardConsumer {
             max_bytes: self.config.prefetch_max_bytes,
             records_per_call: self.config.max_records,
             idle_time: self.config.idle_time_between_reads,
-        }
-    }
-
-    fn interrupted(&self, i: Interrupt) -> ShardState {
-        match i {
-            Interrupt::Lost => ShardState::LeaseLost,
-            Interrupt::Shutdown => ShardState::ShutdownRequested,
         }
     }
 
@@ -324,16 +268,15 @@ impl ShardConsumer {
     }
 
     /// Hands one prefetched batch to the processor (deaggregated, range-filtered, and without
-    /// what was already delivered or checkpointed). `Ok(true)` when the processor got records and
-    /// returned success.
+    /// what was already delivered or checkpointed). `Ok(Some(last))` when the processor got
+    /// records up to `last` and returned success; `Ok(None)` when nothing was left to hand over.
     async fn deliver(
         &self,
         processor: &mut dyn RecordProcessor,
-        shard_id: &str,
         batch: &mut Prefetched,
-        resume_after: &mut Option<ExtendedSequenceNumber>,
+        after: Option<&ExtendedSequenceNumber>,
         checkpointer: &Checkpointer,
-    ) -> Result<bool, ProcessorError> {
+    ) -> Result<Option<ExtendedSequenceNumber>, ProcessorError> {
         let range = self.held.lease.lock().await.hash_key_range;
         let mut user = Vec::new();
         let mut skipped = Skipped::default();
@@ -342,68 +285,74 @@ impl ShardConsumer {
         to_user_records(
             std::mem::take(&mut batch.records),
             range,
-            resume_after.as_ref(),
+            after,
             &mut user,
             &mut skipped,
         );
         if skipped.out_of_range > 0 {
-            tracing::debug!(shard = %shard_id, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
+            tracing::debug!(shard = %self.held.key, count = skipped.out_of_range, "sub-records outside the shard's hash key range dropped");
         }
-        if let Some(last) = user.last() {
-            let position = last.position();
-            checkpointer.delivered(position.clone());
-            *resume_after = Some(position);
-            processor
-                .process_records(ProcessRecordsInput {
-                    records: user,
-                    millis_behind_latest: batch.millis_behind_latest,
-                    checkpointer,
-                })
-                .await?;
-            return Ok(true);
-        }
-        Ok(false)
+        let Some(last) = user.last().map(|r| r.position()) else {
+            return Ok(None);
+        };
+        checkpointer.delivered(last.clone());
+        processor
+            .process_records(ProcessRecordsInput {
+                records: user,
+                millis_behind_latest: batch.millis_behind_latest,
+                checkpointer,
+            })
+            .await?;
+        Ok(Some(last))
     }
 
-    /// Creates the children's leases, then asks the processor to checkpoint SHARD_END, as often as
-    /// it takes: without that checkpoint the children never start. The inner result is the
-    /// processor's own failure.
+    /// `ShardEnded`: creates the children's leases, then asks the processor to checkpoint
+    /// SHARD_END; without that checkpoint the children never start, so a processor that does not
+    /// is asked again after a pause.
     async fn end_shard(
         &self,
         processor: &mut dyn RecordProcessor,
-        shard_id: &str,
         children: &[ChildShard],
         checkpointer: &Checkpointer,
-    ) -> Result<ProcessorResult, Interrupt> {
+    ) -> Event {
+        let shard_id = &self.held.key;
+        if let Err(i) = self.check() {
+            return i.event();
+        }
         checkpointer.reached_shard_end();
         let child_ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-        loop {
-            self.check()?;
-            if let Err(e) =
-                create_child_leases(&*self.store, children, &self.stream_identifier).await
-            {
-                tracing::warn!(shard = %shard_id, error = %e, "creating child leases failed; retrying");
-                self.pause(self.config.parent_poll_interval).await?;
-                continue;
+        if let Err(e) = create_child_leases(&*self.store, children, &self.stream_identifier).await {
+            tracing::warn!(shard = %shard_id, error = %e, "creating child leases failed; retrying");
+            return self.pause_then(Event::EndNotCheckpointed).await;
+        }
+        if !child_ids.is_empty() {
+            let lease = self.held.lease.lock().await.clone();
+            if let Err(e) = self.store.set_child_shards(&lease, &child_ids).await {
+                tracing::warn!(shard = %shard_id, error = %e, "recording the child shards on the lease failed (cleanup of this lease waits)");
             }
-            if !child_ids.is_empty() {
-                let lease = self.held.lease.lock().await.clone();
-                if let Err(e) = self.store.set_child_shards(&lease, &child_ids).await {
-                    tracing::warn!(shard = %shard_id, error = %e, "recording the child shards on the lease failed (cleanup of this lease waits)");
-                }
-            }
-            if let Err(e) = processor.shard_ended(checkpointer).await {
-                return Ok(Err(e));
-            }
-            if self.held.lease.lock().await.is_finished() {
-                return Ok(Ok(()));
-            }
-            tracing::error!(
-                shard = %shard_id,
-                children = ?child_ids,
-                "shard ended but its processor did not checkpoint SHARD_END in shard_ended: the child shards will not start until it does (call checkpointer.checkpoint() in shard_ended)"
-            );
-            self.pause(self.config.parent_poll_interval).await?;
+        }
+        if let Err(error) = processor.shard_ended(checkpointer).await {
+            return Event::ProcessorFailed {
+                call: "shard_ended",
+                error,
+            };
+        }
+        if self.held.lease.lock().await.is_finished() {
+            return Event::EndCheckpointed;
+        }
+        tracing::error!(
+            shard = %shard_id,
+            children = ?child_ids,
+            "shard ended but its processor did not checkpoint SHARD_END in shard_ended: the child shards will not start until it does (call checkpointer.checkpoint() in shard_ended)"
+        );
+        self.pause_then(Event::EndNotCheckpointed).await
+    }
+
+    /// `event` after the parent poll interval, or what interrupted the wait.
+    async fn pause_then(&self, event: Event) -> Event {
+        match self.pause(self.config.parent_poll_interval).await {
+            Ok(()) => event,
+            Err(i) => i.event(),
         }
     }
 }
