@@ -204,6 +204,7 @@ impl Checkpointer {
         let mut lease = self.held.lease.lock().await;
         match self.store.checkpoint(&lease, position, pending).await {
             Ok(updated) => {
+                tracing::trace!(shard = %self.shard_id, counter = updated.counter, checkpoint = %updated.checkpoint, "checkpoint stored");
                 *lease = updated;
                 Ok(())
             }

@@ -92,11 +92,16 @@ impl LeaseCoordinator {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn forget(&self, key: &str) {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    /// Stops tracking `held`, and only it: a later hold of the same key (the lease lost, then
+    /// taken again while an old renewal was still in flight) stays.
+    fn forget(&self, held: &HeldLease) {
+        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&held.key)
+            .is_some_and(|current| std::ptr::eq(&**current, held))
+        {
+            map.remove(&held.key);
+        }
     }
 
     /// One renewal round over every held lease, one after another (the worker's renewer runs
@@ -104,7 +109,7 @@ impl LeaseCoordinator {
     #[cfg(test)]
     pub(crate) async fn renew_all(&self) -> Result<(), LeaseError> {
         for held in self.held() {
-            self.renew(&held).await?;
+            self.renew(&held, None).await?;
         }
         Ok(())
     }
@@ -112,21 +117,33 @@ impl LeaseCoordinator {
     /// Renews one held lease. A lease found taken or deleted is lost at once; one that could not
     /// be renewed for the failover time is given up (others may consider it expired). Fails
     /// only when the lease table is gone.
-    pub(crate) async fn renew(&self, held: &HeldLease) -> Result<(), LeaseError> {
+    /// `permits` bounds the store calls in flight (taken once the lease is ours to renew, so a
+    /// renewal waiting behind its lease's checkpoint holds none).
+    pub(crate) async fn renew(
+        &self,
+        held: &HeldLease,
+        permits: Option<&tokio::sync::Semaphore>,
+    ) -> Result<(), LeaseError> {
         if held.lost.is_cancelled() {
-            self.forget(&held.key);
+            self.forget(held);
             return Ok(());
         }
+        tracing::trace!(worker = %self.worker_id, lease = %held.key, "renewing");
         let mut lease = held.lease.lock().await;
+        let _permit = match permits {
+            Some(p) => Some(p.acquire().await.expect("never closed")),
+            None => None,
+        };
         match self.store.renew(&lease).await {
             Ok(renewed) => {
+                tracing::trace!(worker = %self.worker_id, lease = %held.key, counter = renewed.counter, "lease renewed");
                 *lease = renewed;
                 *held.last_renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             }
             Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
                 tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
                 held.lost.cancel();
-                self.forget(&held.key);
+                self.forget(held);
             }
             Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
             Err(e) => {
@@ -140,7 +157,7 @@ impl LeaseCoordinator {
                     // Others may already consider it expired: stop before they take it.
                     tracing::warn!(lease = %held.key, "lease given up: not renewed for the failover time");
                     held.lost.cancel();
-                    self.forget(&held.key);
+                    self.forget(held);
                 }
             }
         }
@@ -183,7 +200,7 @@ impl LeaseCoordinator {
     /// Gives a lease back (graceful shutdown, or a finished shard): owner cleared, so any worker
     /// may take it at once instead of waiting for the failover time.
     pub(crate) async fn release(&self, held: &HeldLease) {
-        self.forget(&held.key);
+        self.forget(held);
         let lease = held.lease.lock().await;
         if let Err(e) = self.store.release(&lease).await {
             tracing::info!(lease = %held.key, error = %e, "release found the lease changed");
@@ -203,8 +220,8 @@ impl LeaseCoordinator {
     }
 
     /// Stops tracking a lease whose processor is gone without releasing it.
-    pub(crate) fn drop_lease(&self, key: &str) {
-        self.forget(key);
+    pub(crate) fn drop_lease(&self, held: &HeldLease) {
+        self.forget(held);
     }
 }
 
@@ -256,6 +273,30 @@ mod tests {
             "the shard's consumer is told at once"
         );
         assert_eq!(a.held_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_renewal_of_an_old_hold_leaves_the_new_hold_alone() {
+        let (store, a, old) = one_lease_held_by_a().await;
+        // The old hold ends (its consumer saw a checkpoint conflict), and the lease comes back
+        // free: `a` takes it again.
+        old[0].lost.cancel();
+        a.drop_lease(&old[0]);
+        let current = store.get("s0").await.unwrap().unwrap();
+        store.release(&current).await.unwrap();
+        let new = a.take_round().await.unwrap();
+        assert_eq!(new.len(), 1);
+        // A renewal of the old hold, from a round that began before all this, runs late.
+        a.renew(&old[0], None).await.unwrap();
+        assert_eq!(a.held_count(), 1, "the new hold is still tracked");
+        let counter = store.get("s0").await.unwrap().unwrap().counter;
+        a.renew_all().await.unwrap();
+        assert_eq!(
+            store.get("s0").await.unwrap().unwrap().counter,
+            counter + 1,
+            "and still renewed"
+        );
+        assert!(!new[0].lost.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]

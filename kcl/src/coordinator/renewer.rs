@@ -1,11 +1,15 @@
 //! The renewer: its own task, renewing every held lease at a fixed rate, concurrently (at most
 //! [`MAX_CONCURRENT_RENEWALS`] calls at once), so renewals never wait behind a take round, a shard
 //! sync, a table scan or a consumer's end, and a worker holding many leases still renews each
-//! within the renew interval. Each renewal is one call with the store's timeout; the next round is
-//! its retry.
+//! within the renew interval. Each renewal is one call with the store's timeout; the next tick is
+//! its retry. There are no rounds: a lease whose renewal is still in flight at a tick (a slow call,
+//! or one waiting behind that lease's own checkpoint) is skipped, and the others are renewed on
+//! time.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::collections::HashSet;
 
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -31,13 +35,44 @@ impl Renewer {
         let token = stop.clone();
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
-            // A slow round is followed by the next one at once, then the rate resumes.
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_RENEWALS));
+            let mut renewing: HashSet<String> = HashSet::new();
+            let mut renewals: JoinSet<(String, Result<(), LeaseError>)> = JoinSet::new();
             loop {
                 tokio::select! {
                     biased;
-                    () = token.cancelled() => return Ok(()),
-                    _ = ticks.tick() => renew_round(&coordinator).await?,
+                    () = token.cancelled() => {
+                        // Let the renewals in flight land (each has the store's timeout).
+                        while renewals.join_next().await.is_some() {}
+                        return Ok(());
+                    }
+                    Some(done) = renewals.join_next(), if !renewals.is_empty() => match done {
+                        Ok((key, Ok(()))) => {
+                            renewing.remove(&key);
+                        }
+                        Ok((_, Err(e))) => return Err(e),
+                        // A renewal cannot panic short of a bug; make it loud rather than lose
+                        // the lease.
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => unreachable!("renewals are never cancelled: {e}"),
+                    },
+                    _ = ticks.tick() => {
+                        // Every held lease whose last renewal has finished gets a new one; one
+                        // still in flight (a slow call, or waiting behind its own checkpoint) is
+                        // skipped, and delays nobody else's.
+                        for held in coordinator.held() {
+                            if !renewing.insert(held.key.clone()) {
+                                tracing::debug!(lease = %held.key, "the lease's last renewal is still in flight: none started at this tick");
+                                continue;
+                            }
+                            let (coordinator, permits) = (coordinator.clone(), permits.clone());
+                            renewals.spawn(async move {
+                                let renewed = coordinator.renew(&held, Some(&permits)).await;
+                                (held.key.clone(), renewed)
+                            });
+                        }
+                    }
                 }
             }
         });
@@ -53,7 +88,7 @@ impl Renewer {
         }
     }
 
-    /// Stops the renewer and waits for its current round to end.
+    /// Stops the renewer and waits for the renewals in flight to land.
     pub(crate) async fn stop(self) {
         self.stop.cancel();
         match self.task.await {
@@ -69,35 +104,47 @@ impl Renewer {
     }
 }
 
-/// One round: every held lease renewed, at most [`MAX_CONCURRENT_RENEWALS`] at once.
-async fn renew_round(coordinator: &Arc<LeaseCoordinator>) -> Result<(), LeaseError> {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_RENEWALS));
-    let mut renewals = JoinSet::new();
-    for held in coordinator.held() {
-        let (coordinator, permits) = (coordinator.clone(), permits.clone());
-        renewals.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("never closed");
-            coordinator.renew(&held).await
-        });
-    }
-    let mut result = Ok(());
-    while let Some(done) = renewals.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            // A renewal cannot panic short of a bug; make it loud rather than lose the lease.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => {}
-        }
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::coordinator::taker::TakerConfig;
     use crate::leases::{CheckpointPosition, Lease, LeaseStore, MemoryLeaseStore};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_stuck_behind_its_lease_s_checkpoint_delays_no_other_lease() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        for key in ["a", "b"] {
+            let lease = Lease::new(key, CheckpointPosition::TrimHorizon);
+            store.create_if_absent(&lease).await.unwrap();
+        }
+        let coordinator = Arc::new(LeaseCoordinator::new(
+            store.clone(),
+            TakerConfig {
+                worker_id: "w".into(),
+                failover_time: Duration::from_secs(3),
+                max_leases_per_worker: usize::MAX,
+                max_leases_to_steal: 1,
+            },
+        ));
+        let held = coordinator.take_round().await.unwrap();
+        let a = held.iter().find(|h| h.key == "a").unwrap().clone();
+        // A's checkpoint holds its lease for 10 s (a store call that slow).
+        let checkpointing = tokio::spawn(async move {
+            let _lease = a.lease.lock().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        tokio::task::yield_now().await;
+        let renewer = Renewer::start(coordinator.clone(), Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        let b = store.get("b").await.unwrap().unwrap();
+        assert!(
+            b.counter >= 6,
+            "b renewed at every tick (0 to 4 s) while a waits: counter {}",
+            b.counter
+        );
+        checkpointing.await.unwrap();
+        renewer.stop().await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn many_slow_renewals_finish_within_one_interval() {

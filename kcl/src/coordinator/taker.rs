@@ -37,6 +37,8 @@ struct Observed {
     owner: Option<String>,
     /// When this worker last saw the counter change (None: never owned, expired at once).
     changed_at: Option<Instant>,
+    /// This process held the lease when it looked (its own renewals moved the counter since).
+    held: bool,
 }
 
 /// What to do this round.
@@ -137,10 +139,9 @@ impl LeaseTaker {
         for lease in leases {
             let renewed_by_my_id_elsewhere = lease.owner.as_deref() == Some(me)
                 && !held.contains(&lease.key)
-                && self
-                    .observed
-                    .get(&lease.key)
-                    .is_some_and(|o| o.owner == lease.owner && o.counter != lease.counter);
+                && self.observed.get(&lease.key).is_some_and(|o| {
+                    !o.held && o.owner == lease.owner && o.counter != lease.counter
+                });
             if renewed_by_my_id_elsewhere && self.duplicate_id_warned.insert(lease.key.clone()) {
                 tracing::error!(worker = %me, lease = %lease.key, "another live process renews leases under this worker id: give every process its own worker id (two processes sharing one take each other's leases)");
             }
@@ -156,6 +157,7 @@ impl LeaseTaker {
                     counter: lease.counter,
                     owner: lease.owner.clone(),
                     changed_at,
+                    held: held.contains(&lease.key),
                 },
             );
         }
@@ -377,6 +379,30 @@ mod tests {
         b.plan(&table, &b_held, start);
         let plan = b.plan(&later, &b_held, start + Duration::from_secs(11));
         assert_eq!(keys(&plan.take), ["s0", "s1", "s2", "s3"]);
+    }
+
+    #[test]
+    fn only_a_counter_moving_while_this_process_does_not_hold_the_lease_means_a_second_process() {
+        let start = Instant::now();
+        let mut taker = LeaseTaker::new(config("a"));
+        let held: HashSet<String> = ["s0".to_owned()].into();
+        taker.plan(&[lease("s0", Some("a"), 3)], &held, start);
+        // Renewed by this process, then given up (renewals failed for the failover time): the
+        // counter moved, but by our own hand.
+        let none = HashSet::new();
+        taker.plan(
+            &[lease("s0", Some("a"), 5)],
+            &none,
+            start + Duration::from_secs(1),
+        );
+        assert!(taker.duplicate_id_warned.is_empty(), "no false alarm");
+        // Moving now, while nobody here holds it: another process uses this id.
+        taker.plan(
+            &[lease("s0", Some("a"), 6)],
+            &none,
+            start + Duration::from_secs(2),
+        );
+        assert!(taker.duplicate_id_warned.contains("s0"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_api::{ChildShard, IteratorStart, Kinesis};
-use kinesis_format::ExtendedSequenceNumber;
+use kinesis_format::{ExtendedSequenceNumber, HashKeyRange};
 use kinesis_retry::Class;
 use tokio_util::sync::CancellationToken;
 
@@ -198,8 +198,21 @@ impl ShardConsumer {
             None => Event::ReadsStopped,
             Some(Err(e)) => Event::KinesisFatal(e),
             Some(Ok(mut batch)) => {
+                // The lease lock is where a renewal in flight finishes: a renewal that found the
+                // lease taken has marked it lost by the time we hold it, and no batch starts
+                // after that.
+                let range = self.held.lease.lock().await.hash_key_range;
+                if let Err(i) = self.check() {
+                    return i.event();
+                }
                 match self
-                    .deliver(processor, &mut batch, reading.after.as_ref(), checkpointer)
+                    .deliver(
+                        processor,
+                        &mut batch,
+                        range,
+                        reading.after.as_ref(),
+                        checkpointer,
+                    )
                     .await
                 {
                     Ok(last) => Event::Delivered {
@@ -274,10 +287,10 @@ impl ShardConsumer {
         &self,
         processor: &mut dyn RecordProcessor,
         batch: &mut Prefetched,
+        range: Option<HashKeyRange>,
         after: Option<&ExtendedSequenceNumber>,
         checkpointer: &Checkpointer,
     ) -> Result<Option<ExtendedSequenceNumber>, ProcessorError> {
-        let range = self.held.lease.lock().await.hash_key_range;
         let mut user = Vec::new();
         let mut skipped = Skipped::default();
         // The records move out (their data becomes the user records' buffers); the batch keeps

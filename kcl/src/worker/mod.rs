@@ -188,7 +188,7 @@ impl Worker {
                 && !shards.iter().any(|s| s.id == held.key)
             {
                 tracing::warn!(lease = %held.key, stream = %self.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
-                coordinator.drop_lease(&held.key);
+                coordinator.drop_lease(&held);
                 consumers.forget(&held.key);
                 if let Err(e) = self.store.delete(&held.key).await {
                     tracing::warn!(lease = %held.key, error = %e, "deleting the lease of a missing shard failed; it is tried again when taken next");
@@ -319,7 +319,7 @@ impl Worker {
                     return result;
                 }
                 next = consumers.next() => match next {
-                    Some((held, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held.key),
+                    Some((held, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held),
                     Some((held, Ended::Panicked(message))) => {
                         tracing::error!(shard = %held.key, panic = %message, "record processor panicked during shutdown");
                         coordinator.release(&held).await;
@@ -343,7 +343,7 @@ impl Worker {
     ) -> Option<Stop> {
         let restart = |consumers: &mut Consumers, held: Arc<HeldLease>, progressed| {
             if held.lost.is_cancelled() {
-                coordinator.drop_lease(&held.key);
+                coordinator.drop_lease(&held);
                 consumers.forget(&held.key);
                 None
             } else {
@@ -358,7 +358,7 @@ impl Worker {
             }
             Ended::Outcome(ShardOutcome::LeaseLost | ShardOutcome::ShutDown) | Ended::Aborted => {
                 consumers.forget(&held.key);
-                coordinator.drop_lease(&held.key);
+                coordinator.drop_lease(&held);
             }
             Ended::Outcome(ShardOutcome::ProcessorFailed {
                 call,
