@@ -7,6 +7,8 @@
 //! - [`TestStream`] and [`TestTable`] are resources with random names that delete themselves.
 //! - [`read`] reads a whole stream back, shard by shard.
 //! - [`fault_proxy`] injects throttling, 5xx, resets and stalls between the SDK and Kinesis.
+//! - [`simulation`] is the exception: a whole fleet in one process on the in-memory Kinesis and
+//!   lease store, under tokio's paused clock.
 
 pub mod check;
 pub mod consume;
@@ -17,6 +19,7 @@ pub mod log_capture;
 mod names;
 pub mod read;
 mod resources;
+pub mod simulation;
 
 pub use env::{Endpoints, MissingEndpoint, TestEnv};
 pub use names::random_name;

@@ -1,0 +1,186 @@
+//! The fleet's invariants, as checks over what a run left: the journal, the lease table and the
+//! store's checkpoint history. Each returns what broke, empty when nothing did.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use kcl::leases::{CheckpointPosition, Lease};
+use kinesis_format::ExtendedSequenceNumber;
+
+use super::journal::Entry;
+
+/// Where a checkpoint stands: initial positions first, then records, then SHARD_END.
+fn rank(p: &CheckpointPosition) -> (u8, Option<ExtendedSequenceNumber>) {
+    match p {
+        CheckpointPosition::Sequence {
+            sequence,
+            sub_sequence,
+        } => (
+            1,
+            Some(ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence)),
+        ),
+        CheckpointPosition::ShardEnd => (2, None),
+        _ => (0, None),
+    }
+}
+
+/// Checkpoints never move backwards: those that did, in store order.
+pub fn checkpoint_regressions(checkpoints: &[(String, CheckpointPosition)]) -> Vec<String> {
+    let mut last: HashMap<&str, &CheckpointPosition> = HashMap::new();
+    let mut out = Vec::new();
+    for (key, p) in checkpoints {
+        if let Some(prev) = last.insert(key, p)
+            && rank(p) < rank(prev)
+        {
+            out.push(format!("{key}: {prev} then {p}"));
+        }
+    }
+    out
+}
+
+/// The single-processor bound, and how long two processors overlapped in practice.
+#[derive(Debug, Default)]
+pub struct Exclusivity {
+    /// Batches a worker started for a shard after the store refused that worker's renewal of the
+    /// shard's lease (in a processor session that began before the refusal).
+    pub violations: Vec<String>,
+    /// The longest time from a take to the last batch the previous owner started for the shard
+    /// (the window in which two processors could both start batches).
+    pub longest_overlap: Duration,
+}
+
+/// Checks the bound: once a worker's renewal of a shard's lease is refused because another worker
+/// took it, that worker starts no further `process_records` call for the shard in any processor
+/// session that existed at the refusal. (A call already running may finish; its checkpoint is
+/// refused by the store's condition.)
+pub fn exclusivity(entries: &[(Duration, Entry)]) -> Exclusivity {
+    let mut init: HashMap<&str, usize> = HashMap::new();
+    // Batch starts (journal index, time, session) per (worker, shard).
+    type Starts<'a> = Vec<(usize, Duration, &'a str)>;
+    let mut batches: HashMap<(&str, &str), Starts<'_>> = HashMap::new();
+    let mut batches_by_shard: HashMap<&str, Vec<(usize, Duration, &str, &str)>> = HashMap::new();
+    for (i, (at, e)) in entries.iter().enumerate() {
+        match e {
+            Entry::Initialized { session, .. } => {
+                init.insert(session, i);
+            }
+            Entry::BatchStart {
+                worker,
+                session,
+                shard,
+            } => {
+                batches
+                    .entry((worker, shard))
+                    .or_default()
+                    .push((i, *at, session));
+                batches_by_shard
+                    .entry(shard)
+                    .or_default()
+                    .push((i, *at, worker, session));
+            }
+            _ => {}
+        }
+    }
+    let began_before = |session: &str, i: usize| init.get(session).is_some_and(|&s| s < i);
+    let mut out = Exclusivity::default();
+    for (i, (at, e)) in entries.iter().enumerate() {
+        match e {
+            Entry::RenewRefused { worker, shard } => {
+                for (j, bat, session) in batches.get(&(worker, shard)).into_iter().flatten() {
+                    if *j > i && began_before(session, i) {
+                        out.violations.push(format!(
+                            "{worker} started a batch of {shard} in session {session} at {bat:?}, after its renewal was refused at {at:?}"
+                        ));
+                    }
+                }
+            }
+            Entry::Took { worker, shard } => {
+                for (j, bat, other, session) in
+                    batches_by_shard.get(shard.as_str()).into_iter().flatten()
+                {
+                    if *j > i && *other != worker && began_before(session, i) {
+                        out.longest_overlap = out.longest_overlap.max(*bat - *at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Open shards not being processed: each must have a lease owned by a running worker that has a
+/// processor session for it that is initialised and not ended.
+pub fn unprocessed(
+    open: &[String],
+    leases: &[Lease],
+    live: &HashSet<String>,
+    entries: &[(Duration, Entry)],
+) -> Vec<String> {
+    let owner: HashMap<&str, Option<&str>> = leases
+        .iter()
+        .map(|l| (l.key.as_str(), l.owner.as_deref()))
+        .collect();
+    // The sessions running now, per (worker, shard).
+    let mut active: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+    for (_, e) in entries {
+        match e {
+            Entry::Initialized {
+                worker,
+                session,
+                shard,
+            } => {
+                active.entry((worker, shard)).or_default().insert(session);
+            }
+            Entry::Ended {
+                worker,
+                session,
+                shard,
+            } => {
+                if let Some(s) = active.get_mut(&(worker.as_str(), shard.as_str())) {
+                    s.remove(session.as_str());
+                }
+            }
+            Entry::Crashed { worker } => active.retain(|(w, _), _| w != worker),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for shard in open {
+        let shard = shard.as_str();
+        match owner.get(shard).copied().flatten() {
+            None => out.push(format!("{shard}: no owner")),
+            Some(w) if !live.contains(w) => out.push(format!("{shard}: owned by {w}, not running")),
+            Some(w) if active.get(&(w, shard)).is_none_or(HashSet::is_empty) => {
+                out.push(format!("{shard}: owned by {w}, no processor running"))
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// The unfinished leases each live worker holds, when they are not balanced (most minus fewest
+/// more than one).
+pub fn imbalance(leases: &[Lease], live: &HashSet<String>) -> Option<String> {
+    let mut held: BTreeMap<&str, usize> = live.iter().map(|w| (w.as_str(), 0)).collect();
+    for l in leases.iter().filter(|l| !l.is_finished()) {
+        if let Some(n) = l.owner.as_deref().and_then(|o| held.get_mut(o)) {
+            *n += 1;
+        }
+    }
+    let (min, max) = (held.values().min()?, held.values().max()?);
+    (max - min > 1).then(|| format!("leases per worker {held:?}"))
+}
+
+/// Takes after `since`: lease moves while nothing changed.
+pub fn moves_since(entries: &[(Duration, Entry)], since: Duration) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(at, _)| *at > since)
+        .filter_map(|(at, e)| match e {
+            Entry::Took { worker, shard } => Some(format!("{worker} took {shard} at {at:?}")),
+            _ => None,
+        })
+        .collect()
+}

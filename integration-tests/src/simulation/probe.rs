@@ -1,0 +1,173 @@
+//! What stands between one simulated worker and the shared in-memory services: a gate that
+//! pauses every call of that worker (as a stopped process would, while its timers keep running),
+//! and a journal entry for each lease-store answer the invariants need (takes, refused renewals).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kcl::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
+use kinesis_api::{
+    IteratorStart, Kinesis, PutEntry, PutResult, RecordsPage, Shard, ShardFilter, StreamRef,
+    StreamSummary,
+};
+use kinesis_retry::AwsError;
+use tokio::sync::watch;
+
+use super::journal::{Entry, Journal};
+
+/// Open or shut; a shut gate holds every call that reaches it until it opens.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(watch::Sender::new(true)))
+    }
+}
+
+impl Gate {
+    /// Shuts (`false`) or opens (`true`) the gate.
+    pub fn set_open(&self, open: bool) {
+        self.0.send_replace(open);
+    }
+
+    /// Returns once the gate is open.
+    pub async fn pass(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`: waiting cannot fail.
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+/// One worker's view of the lease store.
+#[derive(Debug)]
+pub struct ProbedStore {
+    pub(super) inner: Arc<dyn LeaseStore>,
+    pub(super) worker: String,
+    pub(super) gate: Gate,
+    pub(super) journal: Journal,
+}
+
+#[async_trait]
+impl LeaseStore for ProbedStore {
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.gate.pass().await;
+        self.inner.ensure_table().await
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.gate.pass().await;
+        self.inner.list().await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.gate.pass().await;
+        self.inner.get(key).await
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.gate.pass().await;
+        self.inner.create_if_absent(lease).await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.gate.pass().await;
+        let renewed = self.inner.renew(lease).await;
+        if let Err(LeaseError::Conflict { .. }) = &renewed {
+            self.journal.push(Entry::RenewRefused {
+                worker: self.worker.clone(),
+                shard: lease.key.clone(),
+            });
+        }
+        renewed
+    }
+
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.gate.pass().await;
+        let taken = self.inner.take(lease, owner).await;
+        if taken.is_ok() {
+            self.journal.push(Entry::Took {
+                worker: owner.to_owned(),
+                shard: lease.key.clone(),
+            });
+        }
+        taken
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.gate.pass().await;
+        self.inner.release(lease).await
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &CheckpointPosition,
+        pending: Option<&CheckpointPosition>,
+    ) -> Result<Lease, LeaseError> {
+        self.gate.pass().await;
+        self.inner.checkpoint(lease, checkpoint, pending).await
+    }
+
+    async fn set_child_shards(
+        &self,
+        lease: &Lease,
+        children: &[String],
+    ) -> Result<Lease, LeaseError> {
+        self.gate.pass().await;
+        self.inner.set_child_shards(lease, children).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), LeaseError> {
+        self.gate.pass().await;
+        self.inner.delete(key).await
+    }
+}
+
+/// One worker's view of Kinesis.
+#[derive(Debug)]
+pub struct ProbedKinesis {
+    pub(super) inner: Arc<dyn Kinesis>,
+    pub(super) gate: Gate,
+}
+
+#[async_trait]
+impl Kinesis for ProbedKinesis {
+    async fn describe_stream_summary(&self, stream: &StreamRef) -> Result<StreamSummary, AwsError> {
+        self.gate.pass().await;
+        self.inner.describe_stream_summary(stream).await
+    }
+
+    async fn list_shards(
+        &self,
+        stream: &StreamRef,
+        filter: ShardFilter,
+    ) -> Result<Vec<Shard>, AwsError> {
+        self.gate.pass().await;
+        self.inner.list_shards(stream, filter).await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &StreamRef,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<String, AwsError> {
+        self.gate.pass().await;
+        self.inner.get_shard_iterator(stream, shard_id, start).await
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, AwsError> {
+        self.gate.pass().await;
+        self.inner.get_records(iterator, limit).await
+    }
+
+    async fn put_records(
+        &self,
+        stream: &StreamRef,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<PutResult>, AwsError> {
+        self.gate.pass().await;
+        self.inner.put_records(stream, entries).await
+    }
+}
