@@ -170,6 +170,7 @@ impl LeaseCoordinator {
         let leases = self.store.list().await?;
         let held = self.held_keys();
         let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
+        tracing::debug!(worker = %self.worker_id, leases = leases.len(), held = held.len(), take = plan.take.len(), steal = plan.steal.len(), "take round");
         let mut taken = Vec::new();
         for (lease, stolen) in plan
             .take
@@ -177,7 +178,22 @@ impl LeaseCoordinator {
             .map(|l| (l, false))
             .chain(plan.steal.iter().map(|l| (l, true)))
         {
-            match self.store.take(lease, &self.worker_id).await {
+            let mut taken_now = self.store.take(lease, &self.worker_id).await;
+            // A steal races its live owner's renewals: the counter moving under the same owner
+            // does not change the decision, so the steal is tried once more on what is stored.
+            // (Without this, a taker whose rounds fall in step with the owner's renewals never
+            // steals.) An expired lease whose counter moved is alive, and left alone.
+            let again = match &taken_now {
+                Err(LeaseError::Conflict {
+                    current: Some(current),
+                    ..
+                }) if stolen && current.owner == lease.owner => Some((**current).clone()),
+                _ => None,
+            };
+            if let Some(current) = again {
+                taken_now = self.store.take(&current, &self.worker_id).await;
+            }
+            match taken_now {
                 Ok(mine) => {
                     tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
                     let held = HeldLease::new(mine);
@@ -188,7 +204,9 @@ impl LeaseCoordinator {
                     taken.push(held);
                 }
                 // Another worker was faster, or the owner renewed: fine, next round.
-                Err(e) if e.is_conflict() => {}
+                Err(e) if e.is_conflict() => {
+                    tracing::debug!(worker = %self.worker_id, lease = %lease.key, stolen, error = %e, "lease changed before it could be taken");
+                }
                 // A missing table stops the worker: the caller must hear of it.
                 Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
                 Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
@@ -238,6 +256,7 @@ mod tests {
                 failover_time: Duration::from_secs(10),
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
+                seed: 0,
             },
         )
     }
@@ -297,6 +316,36 @@ mod tests {
             "and still renewed"
         );
         assert!(!new[0].lost.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steal_survives_the_owner_renewing_between_the_listing_and_the_take() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        for i in 0..4 {
+            let mut lease = Lease::new(format!("s{i}"), CheckpointPosition::TrimHorizon);
+            lease.owner = Some("b".into());
+            store.create_if_absent(&lease).await.unwrap();
+        }
+        let a = coordinator(store.clone(), "a");
+        let owned = store.list().await.unwrap();
+        store.set_latency(Duration::from_millis(20));
+        // b renews all its leases 5 ms into a's round: the renewals land after a's listing (at
+        // 20 ms) and before a's take (at 40 ms).
+        let renewing: Vec<_> = owned
+            .into_iter()
+            .map(|lease| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    store.renew(&lease).await.unwrap();
+                })
+            })
+            .collect();
+        let taken = a.take_round().await.unwrap();
+        for r in renewing {
+            r.await.unwrap();
+        }
+        assert_eq!(taken.len(), 1, "stolen despite the renewal");
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,6 +124,7 @@ mod tests {
                 failover_time: Duration::from_secs(3),
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
+                seed: 0,
             },
         ));
         let held = coordinator.take_round().await.unwrap();
@@ -160,6 +161,7 @@ mod tests {
                 failover_time: Duration::from_secs(10),
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
+                seed: 0,
             },
         ));
         assert_eq!(coordinator.take_round().await.unwrap().len(), 64);

@@ -18,6 +18,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use tokio::time::Instant;
 
 use crate::leases::Lease;
@@ -29,6 +32,9 @@ pub(crate) struct TakerConfig {
     pub(crate) failover_time: Duration,
     pub(crate) max_leases_per_worker: usize,
     pub(crate) max_leases_to_steal: usize,
+    /// Seeds the choice among equally good leases (from the worker's jitter, so a simulated
+    /// fleet replays exactly).
+    pub(crate) seed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -57,11 +63,15 @@ pub(crate) struct LeaseTaker {
     observed: HashMap<String, Observed>,
     /// Leases already reported as renewed by another process with this worker's id.
     duplicate_id_warned: HashSet<String>,
+    /// Picks among equally good leases, so workers planning at once do not all reach for the
+    /// same ones.
+    rng: StdRng,
 }
 
 impl LeaseTaker {
     pub(crate) fn new(config: TakerConfig) -> Self {
         LeaseTaker {
+            rng: StdRng::seed_from_u64(config.seed),
             config,
             observed: HashMap::new(),
             duplicate_id_warned: HashSet::new(),
@@ -100,10 +110,13 @@ impl LeaseTaker {
         let needed = target - mine;
 
         if !expired.is_empty() {
-            // Oldest-key order keeps parents (lower shard ids) ahead of their children.
+            // A random choice: workers planning at once (a cold start, a crash) then mostly
+            // reach for different leases instead of all racing for the same first ones. Taken
+            // in key order (parents, with lower shard ids, ahead of their children).
             let mut take: Vec<Lease> = expired.into_iter().cloned().collect();
-            take.sort_by(|a, b| a.key.cmp(&b.key));
+            take.shuffle(&mut self.rng);
             take.truncate(needed);
+            take.sort_by(|a, b| a.key.cmp(&b.key));
             return Plan {
                 take,
                 steal: Vec::new(),
@@ -124,8 +137,10 @@ impl LeaseTaker {
         let count = needed
             .min(self.config.max_leases_to_steal)
             .min(held.len().saturating_sub(target).max(1));
+        // A random one of its leases: idle workers stealing at once mostly pick different ones.
         let mut steal: Vec<Lease> = held.iter().map(|l| (*l).clone()).collect();
-        steal.sort_by(|a, b| b.key.cmp(&a.key));
+        steal.sort_by(|a, b| a.key.cmp(&b.key));
+        steal.shuffle(&mut self.rng);
         steal.truncate(count);
         Plan {
             take: Vec::new(),
@@ -186,6 +201,7 @@ mod tests {
             failover_time: Duration::from_secs(10),
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal: 1,
+            seed: 0,
         }
     }
 

@@ -97,6 +97,7 @@ impl Worker {
                 failover_time: self.config.failover_time,
                 max_leases_per_worker: self.config.max_leases_per_worker,
                 max_leases_to_steal: self.config.max_leases_to_steal,
+                seed: rand::Rng::random(&mut self.jitter.rng()),
             },
         ));
         let resumed = if self.config.resume_own_leases_at_start {
