@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::delivery_file::{Checkpoint, Deliveries, Delivery};
 use journal::{Entry, Journal};
-use probe::{Gate, ProbedKinesis, ProbedStore};
+use probe::{Gate, ProbedKinesis, ProbedStore, StoreCalls};
 
 /// Deliveries and stored checkpoints of every processor of a run, in one total order.
 #[derive(Clone, Debug, Default)]
@@ -153,6 +153,8 @@ pub struct Fleet {
     pub journal: Journal,
     /// Deliveries (`None`: not recorded, for the scale benchmark).
     pub log: Option<Log>,
+    /// Lease-store calls, all workers together.
+    pub store_calls: Arc<StoreCalls>,
     sessions: Arc<AtomicU64>,
     members: Vec<Option<Member>>,
     config: WorkerConfig,
@@ -176,6 +178,7 @@ impl Fleet {
             store,
             journal: Journal::default(),
             log: record_deliveries.then(Log::default),
+            store_calls: Arc::default(),
             sessions: Arc::default(),
             members: (0..slots).map(|_| None).collect(),
             config,
@@ -241,6 +244,7 @@ impl Fleet {
             worker: id.clone(),
             gate: gate.clone(),
             journal: self.journal.clone(),
+            calls: self.store_calls.clone(),
         });
         let kinesis = Arc::new(ProbedKinesis {
             inner: self.kinesis.clone(),

@@ -3,6 +3,7 @@
 //! and a journal entry for each lease-store answer the invariants need (takes, refused renewals).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use kcl::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
@@ -39,40 +40,65 @@ impl Gate {
     }
 }
 
+/// Lease-store calls made through probes, all workers together.
+#[derive(Debug, Default)]
+pub struct StoreCalls {
+    /// Every call.
+    pub all: AtomicU64,
+    /// Renewals that succeeded.
+    pub renewed: AtomicU64,
+}
+
 /// One worker's view of the lease store.
 #[derive(Debug)]
 pub struct ProbedStore {
-    pub(super) inner: Arc<dyn LeaseStore>,
-    pub(super) worker: String,
-    pub(super) gate: Gate,
-    pub(super) journal: Journal,
+    /// The store itself.
+    pub inner: Arc<dyn LeaseStore>,
+    /// The worker's id.
+    pub worker: String,
+    /// Shut: every call waits.
+    pub gate: Gate,
+    /// Where takes and refused renewals go.
+    pub journal: Journal,
+    /// Counted here.
+    pub calls: Arc<StoreCalls>,
+}
+
+impl ProbedStore {
+    async fn enter(&self) {
+        self.calls.all.fetch_add(1, Ordering::Relaxed);
+        self.gate.pass().await;
+    }
 }
 
 #[async_trait]
 impl LeaseStore for ProbedStore {
     async fn ensure_table(&self) -> Result<(), LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.ensure_table().await
     }
 
     async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.list().await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.get(key).await
     }
 
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.create_if_absent(lease).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         let renewed = self.inner.renew(lease).await;
+        if renewed.is_ok() {
+            self.calls.renewed.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(LeaseError::Conflict { .. }) = &renewed {
             self.journal.push(Entry::RenewRefused {
                 worker: self.worker.clone(),
@@ -83,7 +109,7 @@ impl LeaseStore for ProbedStore {
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         let taken = self.inner.take(lease, owner).await;
         if taken.is_ok() {
             self.journal.push(Entry::Took {
@@ -95,7 +121,7 @@ impl LeaseStore for ProbedStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.release(lease).await
     }
 
@@ -105,7 +131,7 @@ impl LeaseStore for ProbedStore {
         checkpoint: &CheckpointPosition,
         pending: Option<&CheckpointPosition>,
     ) -> Result<Lease, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.checkpoint(lease, checkpoint, pending).await
     }
 
@@ -114,12 +140,12 @@ impl LeaseStore for ProbedStore {
         lease: &Lease,
         children: &[String],
     ) -> Result<Lease, LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.set_child_shards(lease, children).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), LeaseError> {
-        self.gate.pass().await;
+        self.enter().await;
         self.inner.delete(key).await
     }
 }
