@@ -13,11 +13,12 @@
 //! - Children discovered at a shard's end (GetRecords' ChildShards) get leases at once, starting
 //!   at TRIM_HORIZON, with their parents recorded.
 //!
-//! Leases are created in shard-id order, which lists parents before their children. Existing
+//! Leases are created up to 16 at a time, parents' before their children's. Existing
 //! leases are never overwritten, and a shard whose child already has a lease gets none (it was
 //! finished, and its lease may have been cleaned up).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use kinesis_api::{ChildShard, Kinesis, Shard, ShardFilter, StreamRef};
 use kinesis_retry::{AwsError, retry_with_rng};
@@ -86,12 +87,16 @@ fn new_lease(
     Some(lease)
 }
 
+/// Lease creations in flight at once during a sync (10,000 new leases at 20 ms a call: 13 s
+/// instead of 200 s).
+const CONCURRENT_CREATES: usize = 16;
+
 /// Creates the leases the rules above call for; returns how many were new.
 pub(crate) async fn sync(
     kinesis: &dyn Kinesis,
     stream: &StreamRef,
     identifier: &str,
-    store: &dyn LeaseStore,
+    store: &Arc<dyn LeaseStore>,
     initial: InitialPosition,
     jitter: &Jitter,
 ) -> Result<usize, SyncError> {
@@ -107,7 +112,11 @@ pub(crate) async fn sync(
         .collect();
     let leased: HashSet<&str> = existing.keys().copied().collect();
     shards.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut created = 0;
+    // Level 0: leases whose parents need none created now; level n+1: children of level n. A
+    // level is created only once the one before it is, so a parent's lease always exists before
+    // its child's (a child finding no parent lease would not wait for it).
+    let mut levels: Vec<Vec<Lease>> = Vec::new();
+    let mut level_of: HashMap<String, usize> = HashMap::new();
     for shard in &shards {
         let id = shard.id.as_str();
         if existing.contains_key(id) || superseded.contains(id) {
@@ -116,13 +125,39 @@ pub(crate) async fn sync(
         let Some(lease) = new_lease(shard, &leased, initial, identifier) else {
             continue;
         };
-        if store
-            .create_if_absent(&lease)
-            .await
-            .map_err(SyncError::Leases)?
-        {
-            tracing::info!(lease = %lease.key, start = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease");
-            created += 1;
+        let level = lease
+            .parent_shard_ids
+            .iter()
+            .filter_map(|p| level_of.get(p))
+            .max()
+            .map_or(0, |l| l + 1);
+        level_of.insert(lease.key.clone(), level);
+        if levels.len() <= level {
+            levels.resize_with(level + 1, Vec::new);
+        }
+        levels[level].push(lease);
+    }
+    let mut created = 0;
+    for level in levels {
+        for chunk in level.chunks(CONCURRENT_CREATES) {
+            let mut creating = tokio::task::JoinSet::new();
+            for lease in chunk {
+                let (store, lease) = (store.clone(), lease.clone());
+                creating.spawn(async move {
+                    let new = store.create_if_absent(&lease).await;
+                    (lease, new)
+                });
+            }
+            while let Some(done) = creating.join_next().await {
+                let (lease, new) = match done {
+                    Ok(done) => done,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                if new.map_err(SyncError::Leases)? {
+                    tracing::info!(lease = %lease.key, start = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease");
+                    created += 1;
+                }
+            }
         }
     }
     Ok(created)

@@ -266,7 +266,7 @@ impl Worker {
                     }
                 },
                 _ = sync.tick() => {
-                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &*self.store, config.initial_position, &self.jitter).await;
+                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &self.store, config.initial_position, &self.jitter).await;
                     match synced {
                         Ok(_) => None,
                         Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {

@@ -82,7 +82,7 @@ impl Worker {
                     &*self.kinesis,
                     &self.stream,
                     &identifier,
-                    &*self.store,
+                    &self.store,
                     initial,
                     &self.jitter,
                 )
