@@ -14,6 +14,7 @@ use crate::leases::{LeaseError, LeaseStore};
 
 // Used by the coordinator below; also tested on their own.
 pub(crate) mod renewer;
+mod take_round;
 pub(crate) mod taker;
 
 use taker::{LeaseTaker, TakerConfig};
@@ -162,57 +163,6 @@ impl LeaseCoordinator {
             }
         }
         Ok(())
-    }
-
-    /// One taking round: lists the table, takes and steals what the taker plans. Returns the
-    /// leases newly held.
-    pub(crate) async fn take_round(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
-        let leases = self.store.list().await?;
-        let held = self.held_keys();
-        let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
-        tracing::debug!(worker = %self.worker_id, leases = leases.len(), held = held.len(), take = plan.take.len(), steal = plan.steal.len(), "take round");
-        let mut taken = Vec::new();
-        for (lease, stolen) in plan
-            .take
-            .iter()
-            .map(|l| (l, false))
-            .chain(plan.steal.iter().map(|l| (l, true)))
-        {
-            let mut taken_now = self.store.take(lease, &self.worker_id).await;
-            // A steal races its live owner's renewals: the counter moving under the same owner
-            // does not change the decision, so the steal is tried once more on what is stored.
-            // (Without this, a taker whose rounds fall in step with the owner's renewals never
-            // steals.) An expired lease whose counter moved is alive, and left alone.
-            let again = match &taken_now {
-                Err(LeaseError::Conflict {
-                    current: Some(current),
-                    ..
-                }) if stolen && current.owner == lease.owner => Some((**current).clone()),
-                _ => None,
-            };
-            if let Some(current) = again {
-                taken_now = self.store.take(&current, &self.worker_id).await;
-            }
-            match taken_now {
-                Ok(mine) => {
-                    tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
-                    let held = HeldLease::new(mine);
-                    self.held
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(held.key.clone(), held.clone());
-                    taken.push(held);
-                }
-                // Another worker was faster, or the owner renewed: fine, next round.
-                Err(e) if e.is_conflict() => {
-                    tracing::debug!(worker = %self.worker_id, lease = %lease.key, stolen, error = %e, "lease changed before it could be taken");
-                }
-                // A missing table stops the worker: the caller must hear of it.
-                Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
-                Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
-            }
-        }
-        Ok(taken)
     }
 
     /// Gives a lease back (graceful shutdown, or a finished shard): owner cleared, so any worker
