@@ -1,0 +1,232 @@
+//! The producer's dispatcher on the in-memory Kinesis, under tokio's paused clock: retries
+//! through faults, TTL expiry, `fail_if_throttled`, flushing, shutdown draining, and a split under
+//! a producer's feet (aggregates that landed in the wrong shard are re-sent). Each test reads
+//! back what the stream holds, deaggregated and filtered by each shard's hash-key range as a
+//! consumer would, instead of trusting the results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_api::memory::{Faults, MemoryKinesis, ShardLimits};
+use kinesis_api::{IteratorStart, Kinesis, ShardFilter, StreamRef};
+use kinesis_format::{Deaggregated, HashKey, deaggregate};
+use kpl::{Producer, ProducerConfig, PutErrorKind, UserRecord};
+
+fn stream(shards: u32) -> Arc<MemoryKinesis> {
+    stream_with_limits(shards, ShardLimits::default())
+}
+
+fn stream_with_limits(shards: u32, limits: ShardLimits) -> Arc<MemoryKinesis> {
+    let kinesis = MemoryKinesis::with_seed(7);
+    kinesis.set_limits(limits);
+    kinesis.create_stream("s", shards);
+    Arc::new(kinesis)
+}
+
+/// A producer that has learned the stream's shards (its first put), so faults injected after
+/// this hit PutRecords. (A producer that cannot list the shards fails its puts at once.)
+async fn warmed_up(kinesis: &Arc<MemoryKinesis>, config: ProducerConfig) -> Producer {
+    let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
+    let first = UserRecord::new("s", "warm-up", Bytes::from_static(b"warm-up"));
+    producer.put(first).await.unwrap().await.unwrap();
+    producer
+}
+
+fn record(i: usize) -> UserRecord {
+    UserRecord::new("s", format!("key-{}", i % 50), Bytes::from(i.to_string()))
+}
+
+/// What a consumer would get: each record's data, with the shard it is read from. Sub-records
+/// outside a shard's hash-key range are dropped, as the KCL drops them.
+async fn readable(kinesis: &MemoryKinesis) -> HashMap<String, String> {
+    let s = StreamRef::new("s");
+    let mut out = HashMap::new();
+    for shard in kinesis.list_shards(&s, ShardFilter::All).await.unwrap() {
+        let mut it = kinesis
+            .get_shard_iterator(&s, &shard.id, &IteratorStart::TrimHorizon)
+            .await
+            .unwrap();
+        loop {
+            let page = kinesis.get_records(&it, 10_000).await.unwrap();
+            for r in &page.records {
+                let mut keep = |key: HashKey, data: &Bytes| {
+                    if shard.range.contains(key) {
+                        let data = String::from_utf8_lossy(data).into_owned();
+                        out.insert(data, shard.id.clone());
+                    }
+                };
+                match deaggregate(&r.data) {
+                    Deaggregated::Aggregated(subs) => {
+                        for sub in subs {
+                            keep(sub.hash_key().unwrap(), &sub.data);
+                        }
+                    }
+                    Deaggregated::Raw(_) => {
+                        keep(HashKey::from_partition_key(&r.partition_key), &r.data);
+                    }
+                }
+            }
+            match page.next_iterator {
+                Some(next) if !page.records.is_empty() => it = next,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_throttles_and_timeouts_are_retried_until_every_record_is_stored() {
+    let kinesis = stream(4);
+    let config = ProducerConfig::default().request_timeout(Duration::from_millis(500));
+    let producer = warmed_up(&kinesis, config).await;
+    kinesis.set_faults(Faults {
+        internal_error: 0.3,
+        throttle: 0.2,
+        timeout: 0.05,
+        timeout_after: Duration::from_secs(1),
+    });
+    let mut pending = Vec::new();
+    for i in 0..500 {
+        pending.push(producer.put(record(i)).await.unwrap());
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        p.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+    }
+    kinesis.set_faults(Faults::default());
+    let got = readable(&kinesis).await;
+    let missing: Vec<usize> = (0..500)
+        .filter(|i| !got.contains_key(&i.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reported stored, not readable: {missing:?}"
+    );
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_expires_after_its_ttl_while_kinesis_is_out() {
+    let kinesis = stream(1);
+    let config = ProducerConfig::default().record_ttl(Duration::from_secs(2));
+    let producer = warmed_up(&kinesis, config).await;
+    kinesis.set_outage(true);
+    let started = tokio::time::Instant::now();
+    let err = producer.put(record(1)).await.unwrap().await.unwrap_err();
+    assert!(matches!(err.kind, PutErrorKind::Expired { .. }), "{err}");
+    assert!(!err.attempts.is_empty(), "it was tried");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "expired at its TTL, not later: {waited:?}"
+    );
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_if_throttled_fails_throttled_records_instead_of_retrying() {
+    // Far below what the producer's own limiter assumes a shard takes.
+    let kinesis = stream_with_limits(
+        1,
+        ShardLimits {
+            write_records: 5.0,
+            ..ShardLimits::default()
+        },
+    );
+    let config = ProducerConfig::default()
+        .fail_if_throttled(true)
+        .aggregation_enabled(false);
+    let producer = warmed_up(&kinesis, config).await;
+    let mut pending = Vec::new();
+    for i in 0..200 {
+        pending.push(producer.put(record(i)).await.unwrap());
+    }
+    let (mut stored, mut throttled) = (0, 0);
+    for p in pending {
+        match p.await {
+            Ok(_) => stored += 1,
+            Err(e) if matches!(e.kind, PutErrorKind::Throttled { .. }) => throttled += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(throttled > 0, "some were throttled");
+    assert!(stored > 0, "the shard took some");
+    assert_eq!(
+        readable(&kinesis).await.len(),
+        stored + 1,
+        "exactly the stored ones (and the warm-up) are readable"
+    );
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_and_wait_sends_what_would_otherwise_linger() {
+    let kinesis = stream(2);
+    let config = ProducerConfig::default().record_max_buffered_time(Duration::from_secs(3_600));
+    let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push(producer.put(record(i)).await.unwrap());
+    }
+    let before = tokio::time::Instant::now();
+    producer.flush_and_wait().await;
+    assert!(before.elapsed() < Duration::from_secs(60), "no lingering");
+    assert_eq!(readable(&kinesis).await.len(), 20);
+    for p in pending {
+        p.await.unwrap();
+    }
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_every_pending_record() {
+    let kinesis = stream(2);
+    let config = ProducerConfig::default().record_max_buffered_time(Duration::from_secs(3_600));
+    let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push(producer.put(record(i)).await.unwrap());
+    }
+    producer.shutdown().await;
+    for p in pending {
+        p.await.unwrap();
+    }
+    assert_eq!(readable(&kinesis).await.len(), 20);
+    assert!(
+        producer.put(record(99)).await.is_err(),
+        "nothing after shutdown"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_split_every_record_reported_stored_is_readable_by_a_consumer() {
+    let kinesis = stream(1);
+    let config = ProducerConfig::default().record_max_buffered_time(Duration::from_millis(100));
+    let producer = warmed_up(&kinesis, config).await;
+    kinesis
+        .split_shard("s", "shardId-000000000000", HashKey(u128::MAX / 2))
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..200 {
+        pending.push(producer.put(record(i)).await.unwrap());
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    let got = readable(&kinesis).await;
+    let missing: Vec<usize> = (0..200)
+        .filter(|i| !got.contains_key(&i.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reported stored, never readable: {missing:?}"
+    );
+    let stats = producer.stats();
+    assert!(
+        stats.wrong_shard_resent > 0 && stats.shard_map_refreshes > 0,
+        "the stale shard map was noticed and aggregates re-sent: {stats:?}"
+    );
+    producer.shutdown().await;
+}
