@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! cargo run --release -p integration-tests --bin fleet_scale                 # 100 workers, 10,000 shards, 20 ms
-//! cargo run --release -p integration-tests --bin fleet_scale -- 20 2000 20   # WORKERS SHARDS LATENCY_MS
+//! cargo run --release -p integration-tests --bin fleet_scale -- 20 2000 20 600   # WORKERS SHARDS LATENCY_MS LIMIT_S
 //! scripts/with-local-aws.sh cargo run --release -p integration-tests --bin fleet_scale -- dynamodb 1000
 //! ```
 //!
 //! The simulation (tokio's paused clock, in-memory Kinesis and lease store with the given latency
 //! per call, the workers' default settings) reports, in simulated time: from a cold start to every
-//! shard processed; to balance again after 10 workers join; to every shard processed again after
-//! 10 workers crash; lease-store calls per second per worker at steady state; and how long one
+//! shard processed and to balance; after 10 workers join, until each holds a lease and until the
+//! fleet is balanced; after 10 workers crash, until every shard is processed again (each wait
+//! gives up after LIMIT_S simulated seconds, default 600, and the spread of leases is shown); lease-store calls per second per worker at steady state; and how long one
 //! worker holding 1,000 leases takes to renew them all. `dynamodb` measures that last figure
 //! against a real DynamoDB endpoint (DynamoDB Local), in real time.
 
@@ -101,7 +102,22 @@ async fn balanced(fleet: &Fleet, open: &[String]) -> bool {
     imbalance(&leases, &fleet.live()).is_none() && all_processed(fleet, open).await
 }
 
-async fn simulate(workers: usize, shards: u32, latency: Duration) {
+/// The fewest and most unfinished leases a running worker holds.
+async fn spread(fleet: &Fleet) {
+    let leases = fleet.store.list().await.unwrap_or_default();
+    let live = fleet.live();
+    let mut held: std::collections::HashMap<&str, usize> =
+        live.iter().map(|w| (w.as_str(), 0)).collect();
+    for l in leases.iter().filter(|l| !l.is_finished()) {
+        if let Some(n) = l.owner.as_deref().and_then(|o| held.get_mut(o)) {
+            *n += 1;
+        }
+    }
+    let (min, max) = (held.values().min(), held.values().max());
+    println!("  leases per worker: fewest {min:?}, most {max:?}");
+}
+
+async fn simulate(workers: usize, shards: u32, latency: Duration, balance_limit: Duration) {
     println!(
         "{workers} workers, {shards} shards, lease-store latency {latency:?}, default worker settings"
     );
@@ -114,41 +130,42 @@ async fn simulate(workers: usize, shards: u32, latency: Duration) {
         fleet.start(w, format!("w{w}"));
     }
     let open = open_shards(&kinesis).await;
-    let (step, limit) = (Duration::from_secs(1), Duration::from_secs(3_600));
+    let (step, limit) = (Duration::from_secs(1), balance_limit);
 
     let wall = std::time::Instant::now();
     let cold = until(step, limit, async || all_processed(&fleet, &open).await).await;
-    show("cold start to every shard processed", cold, wall);
+    show("cold start: every shard processed", cold, wall);
     let wall = std::time::Instant::now();
     let settled = until(step, limit, async || balanced(&fleet, &open).await).await;
-    show(
-        "cold start to a balanced assignment (after the above)",
-        settled,
-        wall,
-    );
-    let leases = fleet.store.list().await.unwrap_or_default();
-    println!(
-        "  {:?} {:?}",
-        imbalance(&leases, &fleet.live()),
-        unprocessed(&open, &leases, &fleet.live(), &fleet.journal.entries()).len()
-    );
+    show("cold start: balanced, after that", settled, wall);
+    spread(&fleet).await;
 
     let before = fleet.store_calls.all.load(Ordering::Relaxed);
     let window = Duration::from_secs(60);
     tokio::time::sleep(window).await;
     let calls = fleet.store_calls.all.load(Ordering::Relaxed) - before;
     println!(
-        "steady state: {:.2} lease-store calls per second per worker ({calls} calls in {window:?})",
+        "lease-store calls per second per worker: {:.2} ({calls} calls in {window:?})",
         calls as f64 / window.as_secs_f64() / workers as f64
     );
 
-    for _ in 0..10 {
-        let slot = fleet.add_slot();
+    let joining: Vec<usize> = (0..10).map(|_| fleet.add_slot()).collect();
+    for &slot in &joining {
         fleet.start(slot, format!("joined{slot}"));
     }
     let wall = std::time::Instant::now();
+    let busy = until(step, limit, async || {
+        let leases = fleet.store.list().await.unwrap_or_default();
+        let ids: Vec<&str> = joining.iter().filter_map(|&s| fleet.id(s)).collect();
+        ids.iter()
+            .all(|id| leases.iter().any(|l| l.owner.as_deref() == Some(*id)))
+    })
+    .await;
+    show("10 workers join: each holds a lease", busy, wall);
+    let wall = std::time::Instant::now();
     let joined = until(step, limit, async || balanced(&fleet, &open).await).await;
-    show("10 workers join: to a balanced assignment", joined, wall);
+    show("10 workers join: balanced", joined, wall);
+    spread(&fleet).await;
 
     for slot in 0..10 {
         fleet.crash(slot).await.expect("crash");
@@ -156,17 +173,11 @@ async fn simulate(workers: usize, shards: u32, latency: Duration) {
     let wall = std::time::Instant::now();
     let recovered = until(step, limit, async || all_processed(&fleet, &open).await).await;
     show(
-        "10 workers crash: to every shard processed again",
+        "10 workers crash: every shard processed again",
         recovered,
         wall,
     );
-    let wall = std::time::Instant::now();
-    let rebalanced = until(step, limit, async || balanced(&fleet, &open).await).await;
-    show(
-        "10 workers crash: to a balanced assignment (after the above)",
-        rebalanced,
-        wall,
-    );
+    spread(&fleet).await;
     fleet.shutdown_all().await.expect("shutdown");
 
     let store = Arc::new(MemoryLeaseStore::new());
@@ -269,5 +280,6 @@ fn main() {
         number(0, 100) as usize,
         number(1, 10_000) as u32,
         Duration::from_millis(number(2, 20)),
+        Duration::from_secs(number(3, 600)),
     ));
 }

@@ -1,6 +1,7 @@
 //! One taking round: the table listed once, the taker's plan carried out up to 16 takes at a
-//! time, and cut short when most takes lose to other workers (a cold start or a crash, with many
-//! workers taking at once): the rest waits for the next round, planned on a fresh listing.
+//! time, and cut short when a whole batch of takes loses to other workers (many workers taking
+//! at once, at a cold start or after crashes): the rest waits for the next round, planned on a
+//! fresh listing.
 
 use std::sync::Arc;
 
@@ -28,12 +29,9 @@ impl LeaseCoordinator {
             .map(|l| (l, false))
             .chain(plan.steal.into_iter().map(|l| (l, true)))
             .collect();
-        let (mut taken, mut tried, mut lost) = (Vec::new(), 0, 0);
+        let (mut taken, mut tried) = (Vec::new(), 0);
         for chunk in attempts.chunks(CONCURRENT_TAKES) {
-            if tried >= CONCURRENT_TAKES && lost * 2 > tried {
-                tracing::debug!(worker = %self.worker_id, tried, lost, left = attempts.len() - tried, "most takes lost to other workers: the rest waits for the next round");
-                break;
-            }
+            let mut lost = 0;
             let mut taking = JoinSet::new();
             for (lease, stolen) in chunk.iter().cloned() {
                 let (store, me) = (self.store.clone(), self.worker_id.clone());
@@ -67,6 +65,10 @@ impl LeaseCoordinator {
                     Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
                     Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
                 }
+            }
+            if lost == chunk.len() && tried < attempts.len() {
+                tracing::debug!(worker = %self.worker_id, tried, left = attempts.len() - tried, "a whole batch of takes lost to other workers: the rest waits for the next round");
+                break;
             }
         }
         // Parents (lower shard ids) first, whatever order the takes landed in.
