@@ -1,7 +1,5 @@
-//! One taking round: the table listed once, the taker's plan carried out up to 16 takes at a
-//! time, and cut short when a whole batch of takes loses to other workers (many workers taking
-//! at once, at a cold start or after crashes): the rest waits for the next round, planned on a
-//! fresh listing.
+//! One taking round: the taker's plan carried out up to 16 takes at a time, planned again on a
+//! fresh listing when other workers turn out to be taking too.
 
 use std::sync::Arc;
 
@@ -15,22 +13,56 @@ use crate::leases::{Lease, LeaseError, LeaseStore};
 /// Takes in flight at once.
 const CONCURRENT_TAKES: usize = 16;
 
+/// Plans per round at most (each after a listing).
+const MAX_PLANS: usize = 32;
+
 impl LeaseCoordinator {
     /// One taking round: lists the table, takes and steals what the taker plans. Returns the
     /// leases newly held.
+    ///
+    /// Takes go 16 at a time. When some of a batch lose to other workers, those workers are
+    /// taking too (a cold start, crashes): the rest of the plan was made without knowing them, so
+    /// the table is listed again and the plan redone (at most [`MAX_PLANS`] times a round). Each
+    /// new plan counts the other takers as owners, so nobody takes more than a fair share.
     pub(crate) async fn take_round(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
-        let leases = self.store.list().await?;
-        let held = self.held_keys();
-        let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
-        tracing::debug!(worker = %self.worker_id, leases = leases.len(), held = held.len(), take = plan.take.len(), steal = plan.steal.len(), "take round");
-        let attempts: Vec<(Lease, bool)> = plan
-            .take
-            .into_iter()
-            .map(|l| (l, false))
-            .chain(plan.steal.into_iter().map(|l| (l, true)))
-            .collect();
-        let (mut taken, mut tried) = (Vec::new(), 0);
-        for chunk in attempts.chunks(CONCURRENT_TAKES) {
+        let mut taken = Vec::new();
+        for plan_number in 0..MAX_PLANS {
+            let leases = match self.store.list().await {
+                Ok(leases) => leases,
+                // Planning again failed: what was taken so far must still reach the caller
+                // (its consumers start from it).
+                Err(e) if plan_number > 0 && !matches!(e, LeaseError::TableNotFound { .. }) => {
+                    tracing::warn!(worker = %self.worker_id, error = %e, "listing the leases to plan again failed; the rest waits for the next round");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let held = self.held_keys();
+            let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
+            tracing::debug!(worker = %self.worker_id, leases = leases.len(), held = held.len(), take = plan.take.len(), steal = plan.steal.len(), "take round");
+            let attempts: Vec<(Lease, bool)> = plan
+                .take
+                .into_iter()
+                .map(|l| (l, false))
+                .chain(plan.steal.into_iter().map(|l| (l, true)))
+                .collect();
+            if !self.carry_out(&attempts, &mut taken).await? {
+                break;
+            }
+        }
+        // Parents (lower shard ids) first, whatever order the takes landed in.
+        taken.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(taken)
+    }
+
+    /// Takes `attempts`, a batch at a time, into `taken`; stops after a batch in which some take
+    /// lost to another worker and returns `true` then (plan again).
+    async fn carry_out(
+        &self,
+        attempts: &[(Lease, bool)],
+        taken: &mut Vec<Arc<HeldLease>>,
+    ) -> Result<bool, LeaseError> {
+        for (done, chunk) in attempts.chunks(CONCURRENT_TAKES).enumerate() {
             let mut lost = 0;
             let mut taking = JoinSet::new();
             for (lease, stolen) in chunk.iter().cloned() {
@@ -40,12 +72,11 @@ impl LeaseCoordinator {
                     (lease, stolen, result)
                 });
             }
-            while let Some(done) = taking.join_next().await {
-                let (lease, stolen, result) = match done {
-                    Ok(done) => done,
+            while let Some(joined) = taking.join_next().await {
+                let (lease, stolen, result) = match joined {
+                    Ok(joined) => joined,
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
-                tried += 1;
                 match result {
                     Ok(mine) => {
                         tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
@@ -56,7 +87,7 @@ impl LeaseCoordinator {
                             .insert(held.key.clone(), held.clone());
                         taken.push(held);
                     }
-                    // Another worker was faster, or the owner renewed: fine, next round.
+                    // Another worker was faster, or the owner renewed.
                     Err(e) if e.is_conflict() => {
                         lost += 1;
                         tracing::debug!(worker = %self.worker_id, lease = %lease.key, stolen, error = %e, "lease changed before it could be taken");
@@ -66,14 +97,15 @@ impl LeaseCoordinator {
                     Err(e) => tracing::warn!(lease = %lease.key, error = %e, "taking lease failed"),
                 }
             }
-            if lost == chunk.len() && tried < attempts.len() {
-                tracing::debug!(worker = %self.worker_id, tried, left = attempts.len() - tried, "a whole batch of takes lost to other workers: the rest waits for the next round");
-                break;
+            let left = attempts
+                .len()
+                .saturating_sub(done * CONCURRENT_TAKES + chunk.len());
+            if lost > 0 {
+                tracing::debug!(worker = %self.worker_id, lost, left, "other workers are taking too: planning again");
+                return Ok(true);
             }
         }
-        // Parents (lower shard ids) first, whatever order the takes landed in.
-        taken.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(taken)
+        Ok(false)
     }
 }
 
