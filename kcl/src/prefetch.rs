@@ -181,3 +181,7 @@ async fn fetch(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "prefetch_tests.rs"]
+mod tests;
