@@ -161,15 +161,21 @@ async fn fail_if_throttled_fails_throttled_records_instead_of_retrying() {
     producer.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn flush_and_wait_sends_what_would_otherwise_linger() {
-    let kinesis = stream(2);
+/// A producer that would hold records for an hour, with 20 of them put.
+async fn lingering(kinesis: &Arc<MemoryKinesis>) -> (Producer, Vec<kpl::PutFuture>) {
     let config = ProducerConfig::default().record_max_buffered_time(Duration::from_secs(3_600));
     let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
     let mut pending = Vec::new();
     for i in 0..20 {
         pending.push(producer.put(record(i)).await.unwrap());
     }
+    (producer, pending)
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_and_wait_sends_what_would_otherwise_linger() {
+    let kinesis = stream(2);
+    let (producer, pending) = lingering(&kinesis).await;
     let before = tokio::time::Instant::now();
     producer.flush_and_wait().await;
     assert!(before.elapsed() < Duration::from_secs(60), "no lingering");
@@ -183,12 +189,7 @@ async fn flush_and_wait_sends_what_would_otherwise_linger() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_every_pending_record() {
     let kinesis = stream(2);
-    let config = ProducerConfig::default().record_max_buffered_time(Duration::from_secs(3_600));
-    let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
-    let mut pending = Vec::new();
-    for i in 0..20 {
-        pending.push(producer.put(record(i)).await.unwrap());
-    }
+    let (producer, pending) = lingering(&kinesis).await;
     producer.shutdown().await;
     for p in pending {
         p.await.unwrap();

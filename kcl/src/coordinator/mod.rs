@@ -72,12 +72,7 @@ impl LeaseCoordinator {
             match self.store.take(&lease, &self.worker_id).await {
                 Ok(mine) => {
                     tracing::info!(worker = %self.worker_id, lease = %mine.key, "resumed a lease this worker id held before a restart");
-                    let held = HeldLease::new(mine);
-                    self.held
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(held.key.clone(), held.clone());
-                    resumed.push(held);
+                    resumed.push(self.hold(mine));
                 }
                 Err(e) if e.is_conflict() => {
                     tracing::warn!(worker = %self.worker_id, lease = %lease.key, "a lease owned by this worker id changed while resuming it: is another process using the same worker id?");
@@ -86,6 +81,16 @@ impl LeaseCoordinator {
             }
         }
         Ok(resumed)
+    }
+
+    /// Starts tracking a lease just taken.
+    fn hold(&self, lease: crate::leases::Lease) -> Arc<HeldLease> {
+        let held = HeldLease::new(lease);
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(held.key.clone(), held.clone());
+        held
     }
 
     /// How many leases this worker holds.

@@ -110,24 +110,35 @@ mod tests {
     use crate::coordinator::taker::TakerConfig;
     use crate::leases::{CheckpointPosition, Lease, LeaseStore, MemoryLeaseStore};
 
-    #[tokio::test(start_paused = true)]
-    async fn a_renewal_stuck_behind_its_lease_s_checkpoint_delays_no_other_lease() {
+    /// A store holding `keys`, and a coordinator for worker "w" holding them all.
+    async fn holding(
+        keys: &[String],
+        failover: Duration,
+    ) -> (Arc<MemoryLeaseStore>, Arc<LeaseCoordinator>) {
         let store = Arc::new(MemoryLeaseStore::new());
-        for key in ["a", "b"] {
-            let lease = Lease::new(key, CheckpointPosition::TrimHorizon);
+        for key in keys {
+            let lease = Lease::new(key.clone(), CheckpointPosition::TrimHorizon);
             store.create_if_absent(&lease).await.unwrap();
         }
         let coordinator = Arc::new(LeaseCoordinator::new(
             store.clone(),
             TakerConfig {
                 worker_id: "w".into(),
-                failover_time: Duration::from_secs(3),
+                failover_time: failover,
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
                 seed: 0,
             },
         ));
-        let held = coordinator.take_round().await.unwrap();
+        assert_eq!(coordinator.take_round().await.unwrap().len(), keys.len());
+        (store, coordinator)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_stuck_behind_its_lease_s_checkpoint_delays_no_other_lease() {
+        let keys = ["a".to_owned(), "b".to_owned()];
+        let (store, coordinator) = holding(&keys, Duration::from_secs(3)).await;
+        let held = coordinator.held();
         let a = held.iter().find(|h| h.key == "a").unwrap().clone();
         // A's checkpoint holds its lease for 10 s (a store call that slow).
         let checkpointing = tokio::spawn(async move {
@@ -149,22 +160,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn many_slow_renewals_finish_within_one_interval() {
-        let store = Arc::new(MemoryLeaseStore::new());
-        for i in 0..64 {
-            let lease = Lease::new(format!("s{i:02}"), CheckpointPosition::TrimHorizon);
-            store.create_if_absent(&lease).await.unwrap();
-        }
-        let coordinator = Arc::new(LeaseCoordinator::new(
-            store.clone(),
-            TakerConfig {
-                worker_id: "a".into(),
-                failover_time: Duration::from_secs(10),
-                max_leases_per_worker: usize::MAX,
-                max_leases_to_steal: 1,
-                seed: 0,
-            },
-        ));
-        assert_eq!(coordinator.take_round().await.unwrap().len(), 64);
+        let keys: Vec<String> = (0..64).map(|i| format!("s{i:02}")).collect();
+        let (store, coordinator) = holding(&keys, Duration::from_secs(10)).await;
         // From now on every call, so every renewal, takes a second.
         store.set_latency(Duration::from_secs(1));
         let renewer = Renewer::start(coordinator.clone(), Duration::from_secs(3));

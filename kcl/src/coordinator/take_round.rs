@@ -80,12 +80,7 @@ impl LeaseCoordinator {
                 match result {
                     Ok(mine) => {
                         tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
-                        let held = HeldLease::new(mine);
-                        self.held
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(held.key.clone(), held.clone());
-                        taken.push(held);
+                        taken.push(self.hold(mine));
                     }
                     // Another worker was faster, or the owner renewed.
                     Err(e) if e.is_conflict() => {
