@@ -168,7 +168,7 @@ async fn a_shard_end_never_checkpointed_keeps_asking_and_the_children_wait() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     handle.shutdown();
     task.await.unwrap().unwrap();
-    let calls = calls.lock().unwrap();
+    let calls = calls.lock().unwrap().clone();
     let asked = calls
         .iter()
         .filter(|c| **c == format!("shard_ended {parent}"))
