@@ -3,7 +3,7 @@
 //! and a journal entry for each lease-store answer the invariants need (takes, refused renewals).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use kcl::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
@@ -12,31 +12,40 @@ use kinesis_api::{
     StreamSummary,
 };
 use kinesis_retry::AwsError;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::journal::{Entry, Journal};
 
-/// Open or shut; a shut gate holds every call that reaches it until it opens.
+/// Open or shut; a shut gate holds every call that reaches it until it opens, and lets them go
+/// in the order they arrived. (Built on `Notify`, not on a `watch` channel: a watch channel wakes
+/// its waiters in an order drawn from the runtime's RNG, which would break exact replay.)
 #[derive(Clone, Debug)]
-pub struct Gate(Arc<watch::Sender<bool>>);
+pub struct Gate(Arc<(AtomicBool, Notify)>);
 
 impl Default for Gate {
     fn default() -> Self {
-        Gate(Arc::new(watch::Sender::new(true)))
+        Gate(Arc::new((AtomicBool::new(true), Notify::new())))
     }
 }
 
 impl Gate {
     /// Shuts (`false`) or opens (`true`) the gate.
     pub fn set_open(&self, open: bool) {
-        self.0.send_replace(open);
+        self.0.0.store(open, Ordering::SeqCst);
+        if open {
+            self.0.1.notify_waiters();
+        }
     }
 
     /// Returns once the gate is open.
     pub async fn pass(&self) {
-        let mut rx = self.0.subscribe();
-        // The sender lives in `self`: waiting cannot fail.
-        let _ = rx.wait_for(|open| *open).await;
+        loop {
+            let opened = self.0.1.notified();
+            if self.0.0.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
     }
 }
 
