@@ -25,6 +25,17 @@ pub enum HashKeyError {
         /// The rejected text.
         input: String,
     },
+    /// Leading zeros, which Kinesis refuses in an explicit hash key (it takes
+    /// `0|[1-9][0-9]{0,38}`).
+    #[error(
+        "explicit hash key {input:?} has leading zeros, which Kinesis refuses: write it without them ({canonical})"
+    )]
+    LeadingZeros {
+        /// The rejected text.
+        input: String,
+        /// The same number as Kinesis accepts it.
+        canonical: String,
+    },
     /// A range whose start lies after its end.
     #[error("hash key range starts at {start} after its end {end}")]
     EmptyRange {

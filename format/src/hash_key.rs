@@ -60,6 +60,20 @@ impl HashKey {
             })
     }
 
+    /// Parses an explicit hash key as Kinesis accepts it on PutRecords: `0` or a decimal integer
+    /// without leading zeros, below 2^128. (Reading is lenient: [`HashKey::parse_explicit`]
+    /// accepts leading zeros, as the Java KCL does inside aggregates.)
+    pub fn parse_explicit_strict(text: &str) -> Result<HashKey, HashKeyError> {
+        let key = HashKey::parse_explicit(text)?;
+        if text.len() > 1 && text.starts_with('0') {
+            return Err(HashKeyError::LeadingZeros {
+                input: text.to_owned(),
+                canonical: key.to_string(),
+            });
+        }
+        Ok(key)
+    }
+
     /// The hash key of a user record: its explicit hash key if given, else its partition key's.
     pub fn for_record(
         partition_key: &str,
@@ -170,6 +184,22 @@ mod tests {
             Err(HashKeyError::OutOfRange { .. })
         ));
         assert_eq!(HashKey::parse_explicit(""), Err(HashKeyError::Empty));
+    }
+
+    #[test]
+    fn a_put_refuses_leading_zeros_that_reading_accepts() {
+        assert_eq!(HashKey::parse_explicit("007"), Ok(HashKey(7)));
+        assert_eq!(HashKey::parse_explicit_strict("0"), Ok(HashKey(0)));
+        assert_eq!(HashKey::parse_explicit_strict("70"), Ok(HashKey(70)));
+        let err = HashKey::parse_explicit_strict("007").unwrap_err();
+        assert_eq!(
+            err,
+            HashKeyError::LeadingZeros {
+                input: "007".into(),
+                canonical: "7".into()
+            }
+        );
+        assert!(err.to_string().contains("(7)"), "{err}");
     }
 
     #[test]

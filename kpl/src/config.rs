@@ -8,6 +8,9 @@ use crate::error::ConfigError;
 /// Kinesis' hard ceiling for one record (data + partition key) on streams with raised limits.
 pub const MAX_RECORD_SIZE_CEILING: usize = 10 * 1024 * 1024;
 
+/// Kinesis' ceiling for one PutRecords request (late 2025).
+pub const MAX_REQUEST_SIZE: usize = 10 * 1024 * 1024;
+
 /// Producer settings, built with chained setters:
 ///
 /// ```
@@ -128,8 +131,9 @@ impl ProducerConfig {
         fail_if_throttled, get_fail_if_throttled: bool
     );
     setting!(
-        /// Largest user record (data + partition key + explicit hash key). Default 1 MiB; up to
-        /// 10 MiB for streams whose maximum record size was raised.
+        /// Largest user record, counted as Kinesis counts it: data + partition key (an explicit
+        /// hash key does not count). Default 1 MiB; up to 10 MiB for streams whose maximum
+        /// record size was raised.
         max_user_record_size, get_max_user_record_size: usize
     );
     setting!(
@@ -170,6 +174,18 @@ impl ProducerConfig {
             return fail(format!(
                 "max_user_record_size is {}: use 1 to {MAX_RECORD_SIZE_CEILING} bytes",
                 self.max_user_record_size
+            ));
+        }
+        if self.aggregation_max_size > self.max_user_record_size {
+            return fail(format!(
+                "aggregation_max_size ({}) is above max_user_record_size ({}): an aggregate is one Kinesis record, and Kinesis refuses records over the stream's maximum record size (1 MiB unless raised), failing every user record inside",
+                self.aggregation_max_size, self.max_user_record_size
+            ));
+        }
+        if self.collection_max_size > MAX_REQUEST_SIZE {
+            return fail(format!(
+                "collection_max_size is {}: a PutRecords request carries at most {MAX_REQUEST_SIZE} bytes",
+                self.collection_max_size
             ));
         }
         if self.collection_max_size < self.max_user_record_size {
@@ -239,5 +255,21 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("max_user_record_size"), "{err}");
+        // Seen: 4 MiB built a 3 MB aggregate that Kinesis refused, failing 3,000 records.
+        let err = ProducerConfig::default()
+            .aggregation_max_size(4 * 1024 * 1024)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("aggregation_max_size"), "{err}");
+        ProducerConfig::default()
+            .max_user_record_size(4 * 1024 * 1024)
+            .aggregation_max_size(4 * 1024 * 1024)
+            .validate()
+            .expect("a stream with a raised record size takes larger aggregates");
+        let err = ProducerConfig::default()
+            .collection_max_size(11 * 1024 * 1024)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("collection_max_size"), "{err}");
     }
 }

@@ -8,7 +8,7 @@ mod producer;
 mod record;
 mod stats;
 
-pub use config::{MAX_RECORD_SIZE_CEILING, ProducerConfig};
+pub use config::{MAX_RECORD_SIZE_CEILING, MAX_REQUEST_SIZE, ProducerConfig};
 pub use error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
 pub use producer::{Producer, PutFuture};
 pub use record::{Attempt, AttemptError, PutOutcome, UserRecord};

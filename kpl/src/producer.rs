@@ -220,7 +220,7 @@ impl Producer {
         // A partition key's hash is computed by the dispatcher, many at a time (see
         // `Dispatcher::on_commands`); an explicit hash key is checked here.
         let hash_key = match &record.explicit_hash_key {
-            Some(explicit) => HashKey::parse_explicit(explicit)?,
+            Some(explicit) => HashKey::parse_explicit_strict(explicit)?,
             None => HashKey::MIN,
         };
         let size = record.data.len() + record.partition_key.len();

@@ -30,8 +30,10 @@ impl UserRecord {
         }
     }
 
-    /// Routes the record by this explicit hash key (a decimal integer below 2^128) instead of by
-    /// the MD5 of its partition key.
+    /// Routes the record by this explicit hash key instead of by the MD5 of its partition key:
+    /// `0` or a decimal integer below 2^128 without leading zeros, as Kinesis takes it (`put`
+    /// refuses `"007"` with [`kinesis_format::HashKeyError::LeadingZeros`], naming `"7"`). It does
+    /// not count toward the record's size.
     pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
         self.explicit_hash_key = Some(explicit_hash_key.into());
         self

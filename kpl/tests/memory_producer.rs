@@ -251,3 +251,24 @@ async fn after_a_split_every_record_reported_stored_is_readable_by_any_kcl() {
     );
     producer.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_explicit_hash_key_with_leading_zeros_is_refused_with_its_canonical_form() {
+    let kinesis = stream(1);
+    let producer = Producer::with_kinesis(kinesis.clone(), ProducerConfig::default()).unwrap();
+    let err = producer
+        .put(record(1).with_explicit_hash_key("007"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"7\"") || err.to_string().contains("(7)"),
+        "{err}"
+    );
+    producer
+        .put(record(2).with_explicit_hash_key("7"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    producer.shutdown().await;
+}
