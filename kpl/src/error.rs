@@ -95,10 +95,21 @@ impl fmt::Display for PutError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PutErrorKind {
-    /// `record_ttl` passed before the record was stored.
+    /// `record_ttl` passed and every attempt was refused or never sent: the record is not in
+    /// the stream. Re-sending it cannot duplicate it.
     #[error("record_ttl expired before Kinesis stored the record (last error: {last_error})")]
     Expired {
         /// The last attempt's error, or "none" when it never got an answer.
+        last_error: String,
+    },
+    /// `record_ttl` passed, and some attempt timed out or lost its connection after the request
+    /// may have gone out: Kinesis may have stored the record. Re-sending it may duplicate it; not
+    /// re-sending it may lose it. Consumers that deduplicate by content or key can re-send safely.
+    #[error(
+        "record_ttl expired; an attempt timed out or lost its connection, so Kinesis may have stored the record (last error: {last_error})"
+    )]
+    Indeterminate {
+        /// The last attempt's error.
         last_error: String,
     },
     /// Throttled while `fail_if_throttled` is set.

@@ -169,6 +169,15 @@ pub struct AttemptError {
     pub message: String,
 }
 
+impl AttemptError {
+    /// Whether this attempt's outcome is unknown: it timed out or lost its connection, so
+    /// Kinesis may have stored the record anyway. (A connection refused outright cannot be told
+    /// apart from one that broke after the request went out, so both count.)
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.code.as_str(), "Timeout" | "Connection")
+    }
+}
+
 impl Attempt {
     pub(crate) fn new(delay: Duration, duration: Duration, error: Option<AttemptError>) -> Self {
         Attempt {

@@ -25,6 +25,13 @@ pub struct ProducerStats {
     pub retries: u64,
     /// User records failed as expired.
     pub expired: u64,
+    /// Of those, records whose outcome is unknown (some attempt timed out or lost its
+    /// connection: Kinesis may have stored them), failed as `Indeterminate`.
+    pub indeterminate: u64,
+    /// PutRecords calls allowed in flight now: `max_concurrent_requests`, or fewer while the
+    /// endpoint is slow or failing (halved per round of timeouts and 5xx, regained one call per
+    /// limit's worth of successful calls).
+    pub concurrency_limit: u64,
     /// User records failed for any reason (expired included).
     pub failed: u64,
     /// Kinesis records or calls that came back throttled.
@@ -56,6 +63,8 @@ pub(crate) struct Counters {
     pub(crate) put_records_calls: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) indeterminate: AtomicU64,
+    pub(crate) concurrency_limit: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) throttled: AtomicU64,
     pub(crate) shard_map_refreshes: AtomicU64,
@@ -67,6 +76,10 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(
@@ -84,6 +97,8 @@ impl Counters {
             put_records_calls: get(&self.put_records_calls),
             retries: get(&self.retries),
             expired: get(&self.expired),
+            indeterminate: get(&self.indeterminate),
+            concurrency_limit: get(&self.concurrency_limit),
             failed: get(&self.failed),
             throttled: get(&self.throttled),
             shard_map_refreshes: get(&self.shard_map_refreshes),

@@ -124,14 +124,40 @@ async fn errors_throttles_and_timeouts_are_retried_until_every_record_is_stored(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_record_expires_after_its_ttl_while_kinesis_is_out() {
+async fn a_record_refused_until_its_ttl_expires_is_certainly_not_stored() {
+    let kinesis = stream(1);
+    let config = ProducerConfig::default().record_ttl(Duration::from_secs(2));
+    let producer = warmed_up(&kinesis, config).await;
+    kinesis.set_faults(Faults {
+        internal_error: 1.0,
+        ..Faults::default()
+    });
+    let err = producer.put(record(1)).await.unwrap().await.unwrap_err();
+    assert!(matches!(err.kind, PutErrorKind::Expired { .. }), "{err}");
+    assert!(err.attempts.len() > 1, "retried until the TTL");
+    kinesis.set_faults(Faults::default());
+    assert_eq!(
+        readable(&kinesis).await.len(),
+        1,
+        "only the warm-up is stored"
+    );
+    assert_eq!(producer.stats().indeterminate, 0);
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_whose_attempts_timed_out_or_lost_the_connection_is_indeterminate() {
     let kinesis = stream(1);
     let config = ProducerConfig::default().record_ttl(Duration::from_secs(2));
     let producer = warmed_up(&kinesis, config).await;
     kinesis.set_outage(true);
     let started = tokio::time::Instant::now();
     let err = producer.put(record(1)).await.unwrap().await.unwrap_err();
-    assert!(matches!(err.kind, PutErrorKind::Expired { .. }), "{err}");
+    assert!(
+        matches!(err.kind, PutErrorKind::Indeterminate { .. }),
+        "{err}"
+    );
+    assert_eq!(producer.stats().indeterminate, 1);
     assert!(!err.attempts.is_empty(), "it was tried");
     let waited = started.elapsed();
     assert!(
@@ -270,5 +296,49 @@ async fn an_explicit_hash_key_with_leading_zeros_is_refused_with_its_canonical_f
         .unwrap()
         .await
         .unwrap();
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_endpoint_gets_fewer_calls_in_flight_and_more_once_it_recovers() {
+    let kinesis = stream(8);
+    let producer = warmed_up(&kinesis, ProducerConfig::default()).await;
+    assert_eq!(producer.stats().concurrency_limit, 24);
+    // Half of the calls hang past the 6 s request timeout, for a minute.
+    kinesis.set_faults(Faults {
+        timeout: 0.5,
+        timeout_after: Duration::from_secs(10),
+        ..Faults::default()
+    });
+    let mut pending = Vec::new();
+    let mut lowest = u64::MAX;
+    for i in 0..6_000 {
+        pending.push(producer.put(record(i)).await.unwrap());
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            lowest = lowest.min(producer.stats().concurrency_limit);
+        }
+    }
+    kinesis.set_faults(Faults::default());
+    let (mut stored, mut unknown) = (0, 0);
+    for p in pending {
+        match p.await {
+            Ok(_) => stored += 1,
+            Err(e) if matches!(e.kind, PutErrorKind::Indeterminate { .. }) => unknown += 1,
+            Err(e) => panic!("only stored or indeterminate: {e}"),
+        }
+    }
+    assert!(
+        lowest <= 3,
+        "cut while calls timed out: lowest limit {lowest}"
+    );
+    let after = producer.stats().concurrency_limit;
+    assert!(after > lowest, "regained after: {after} (lowest {lowest})");
+    assert_eq!(stored + unknown, 6_000);
+    assert_eq!(
+        readable(&kinesis).await.len(),
+        stored + 1,
+        "the stored ones and the warm-up"
+    );
     producer.shutdown().await;
 }

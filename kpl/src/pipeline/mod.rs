@@ -21,6 +21,7 @@
 pub(crate) mod aggregator;
 pub(crate) mod capacity;
 pub(crate) mod collector;
+pub(crate) mod concurrency;
 pub(crate) mod dispatcher;
 pub(crate) mod epochs;
 pub(crate) mod inbox;

@@ -101,6 +101,15 @@ impl Pending {
         self.record.clone()
     }
 
+    /// Whether some attempt's outcome is unknown (timed out or lost its connection).
+    pub(crate) fn maybe_stored(&self) -> bool {
+        self.retry
+            .iter()
+            .flat_map(|r| r.attempts.iter())
+            .filter_map(|a| a.error.as_ref())
+            .any(crate::AttemptError::outcome_unknown)
+    }
+
     /// The last attempt's error code and message, for an expiry message.
     pub(crate) fn last_error(&self) -> String {
         self.retry

@@ -112,6 +112,8 @@ pub(crate) struct Dispatcher {
     flushing: bool,
     shutting_down: bool,
     rng: StdRng,
+    /// Calls allowed in flight (cut when the endpoint is slow or failing).
+    concurrency: crate::pipeline::concurrency::Concurrency,
 }
 
 impl Dispatcher {
@@ -123,6 +125,9 @@ impl Dispatcher {
         capacity: Arc<Capacity>,
         commands: Arc<Inbox<Command>>,
     ) -> Self {
+        let concurrency =
+            crate::pipeline::concurrency::Concurrency::new(config.max_concurrent_requests);
+        Counters::set(&counters.concurrency_limit, concurrency.limit() as u64);
         Dispatcher {
             aggregator: Aggregator::new(
                 config.aggregation_enabled,
@@ -151,6 +156,7 @@ impl Dispatcher {
             flushing: false,
             shutting_down: false,
             rng: StdRng::from_rng(&mut rand::rng()),
+            concurrency,
         }
     }
 
@@ -271,7 +277,7 @@ impl Dispatcher {
         self.busy_shards = busy;
 
         // Calls, as many as may be in flight.
-        while self.requests.len() < self.config.max_concurrent_requests {
+        while self.requests.len() < self.concurrency.limit() {
             let Some((stream, batch)) = self.collector.next_batch(now, self.flushing) else {
                 break;
             };
@@ -351,7 +357,7 @@ impl Dispatcher {
         };
         consider(self.retries.first_key_value().map(|((at, _), _)| *at));
         consider(self.aggregator.next_deadline());
-        if self.requests.len() < self.config.max_concurrent_requests {
+        if self.requests.len() < self.concurrency.limit() {
             consider(self.collector.next_deadline());
         }
         for key in &self.busy_shards {

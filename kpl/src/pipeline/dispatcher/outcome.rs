@@ -8,7 +8,12 @@ impl Dispatcher {
         Counters::add(&self.counters.put_records_calls, 1);
         let now = Instant::now();
         let results = match c.result {
-            Ok(results) if results.len() == c.records.len() => results,
+            Ok(results) if results.len() == c.records.len() => {
+                self.concurrency.succeeded();
+                let limit = self.concurrency.limit() as u64;
+                Counters::set(&self.counters.concurrency_limit, limit);
+                results
+            }
             Ok(results) => {
                 let e = CallError::Other(format!(
                     "PutRecords answered {} results for {} records",
@@ -56,6 +61,9 @@ impl Dispatcher {
                 }
                 EntryResult::Failed { code, message } => {
                     let class = classify_code(&code);
+                    if code == "InternalFailure" {
+                        self.congested(c.started, now);
+                    }
                     kpl_metrics::error(&record.stream, &code);
                     if class == Class::Throttled {
                         Counters::add(&self.counters.throttled, 1);
@@ -261,6 +269,10 @@ impl Dispatcher {
             code: e.code().to_owned(),
             message: e.message(),
         };
+        let server_error = matches!(e, CallError::Service { status: Some(s), .. } if *s >= 500);
+        if error.outcome_unknown() || server_error {
+            self.congested(started, now);
+        }
         tracing::debug!(code = %error.code, message = %error.message, ?class, "PutRecords call failed");
         for record in records {
             kpl_metrics::error(&record.stream, &error.code);
@@ -345,7 +357,24 @@ impl Dispatcher {
         Counters::add(&self.counters.failed, 1);
         kpl_metrics::expired(&p.record.stream);
         let last_error = p.last_error();
-        self.give_up(p, PutErrorKind::Expired { last_error });
+        if p.maybe_stored() {
+            Counters::add(&self.counters.indeterminate, 1);
+            self.give_up(p, PutErrorKind::Indeterminate { last_error });
+        } else {
+            self.give_up(p, PutErrorKind::Expired { last_error });
+        }
+    }
+
+    /// The endpoint is slow or failing: fewer calls in flight (see `pipeline::concurrency`).
+    fn congested(&mut self, started: Instant, now: Instant) {
+        if self.concurrency.congested(started, now) {
+            let limit = self.concurrency.limit();
+            Counters::set(&self.counters.concurrency_limit, limit as u64);
+            tracing::debug!(
+                limit,
+                "endpoint slow or failing: fewer PutRecords calls in flight"
+            );
+        }
     }
 
     pub(super) fn slow_down(&mut self, record: &KinesisRecord, now: Instant) {
