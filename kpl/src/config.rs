@@ -8,6 +8,9 @@ use crate::error::ConfigError;
 /// Kinesis' hard ceiling for one record (data + partition key) on streams with raised limits.
 pub const MAX_RECORD_SIZE_CEILING: usize = 10 * 1024 * 1024;
 
+/// A stream's maximum record size unless it was raised.
+const DEFAULT_RECORD_LIMIT: usize = 1024 * 1024;
+
 /// Kinesis' ceiling for one PutRecords request (late 2025).
 pub const MAX_REQUEST_SIZE: usize = 10 * 1024 * 1024;
 
@@ -176,10 +179,13 @@ impl ProducerConfig {
                 self.max_user_record_size
             ));
         }
-        if self.aggregation_max_size > self.max_user_record_size {
+        // An aggregate is one Kinesis record: it must fit the stream's record limit, 1 MiB unless
+        // the stream's was raised (which raising max_user_record_size says).
+        let record_limit = self.max_user_record_size.max(DEFAULT_RECORD_LIMIT);
+        if self.aggregation_max_size > record_limit {
             return fail(format!(
-                "aggregation_max_size ({}) is above max_user_record_size ({}): an aggregate is one Kinesis record, and Kinesis refuses records over the stream's maximum record size (1 MiB unless raised), failing every user record inside",
-                self.aggregation_max_size, self.max_user_record_size
+                "aggregation_max_size ({}) is above {record_limit} bytes: an aggregate is one Kinesis record, and Kinesis refuses records over the stream's maximum record size (1 MiB unless raised; raise max_user_record_size too for a stream whose limit was raised), failing every user record inside",
+                self.aggregation_max_size
             ));
         }
         if self.collection_max_size > MAX_REQUEST_SIZE {
@@ -271,5 +277,10 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("collection_max_size"), "{err}");
+        // A lower cap on user records leaves aggregates at the stream's limit.
+        ProducerConfig::default()
+            .max_user_record_size(1024)
+            .validate()
+            .expect("aggregates of 51,200 bytes with user records of at most 1 KiB");
     }
 }
