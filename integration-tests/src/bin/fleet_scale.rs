@@ -19,10 +19,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use integration_tests::simulation::Fleet;
 use integration_tests::simulation::invariants::{imbalance, unprocessed};
 use integration_tests::simulation::journal::Journal;
 use integration_tests::simulation::probe::{Gate, ProbedStore, StoreCalls};
+use integration_tests::simulation::{Fleet, until};
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::leases::{DynamoDbLeaseStore, LeaseStore, MemoryLeaseStore};
 use kcl::{
@@ -31,25 +31,6 @@ use kcl::{
 };
 use kinesis_api::memory::MemoryKinesis;
 use kinesis_api::{Kinesis, ShardFilter, StreamRef};
-use tokio::time::Instant;
-
-/// Polls `done` every `step` for at most `limit`; the time it took.
-async fn until(
-    step: Duration,
-    limit: Duration,
-    mut done: impl AsyncFnMut() -> bool,
-) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if done().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        tokio::time::sleep(step).await;
-    }
-}
 
 fn show(what: &str, took: Option<Duration>, wall: std::time::Instant) {
     match took {
@@ -88,18 +69,15 @@ async fn open_shards(kinesis: &MemoryKinesis) -> Vec<String> {
     shards.expect("shards").into_iter().map(|s| s.id).collect()
 }
 
-async fn all_processed(fleet: &Fleet, open: &[String]) -> bool {
+/// Every open shard processed; and, with `even`, the leases spread evenly too (one listing).
+async fn fleet_settled(fleet: &Fleet, open: &[String], even: bool) -> bool {
     let leases = fleet.store.list().await.unwrap_or_default();
     let live = fleet.live();
-    fleet
-        .journal
-        .read(|e| unprocessed(open, &leases, &live, e))
-        .is_empty()
-}
-
-async fn balanced(fleet: &Fleet, open: &[String]) -> bool {
-    let leases = fleet.store.list().await.unwrap_or_default();
-    imbalance(&leases, &fleet.live()).is_none() && all_processed(fleet, open).await
+    (!even || imbalance(&leases, &live).is_none())
+        && fleet
+            .journal
+            .read(|e| unprocessed(open, &leases, &live, e))
+            .is_empty()
 }
 
 /// The fewest and most unfinished leases a running worker holds.
@@ -133,10 +111,16 @@ async fn simulate(workers: usize, shards: u32, latency: Duration, balance_limit:
     let (step, limit) = (Duration::from_secs(1), balance_limit);
 
     let wall = std::time::Instant::now();
-    let cold = until(step, limit, async || all_processed(&fleet, &open).await).await;
+    let cold = until(step, limit, async || {
+        fleet_settled(&fleet, &open, false).await
+    })
+    .await;
     show("cold start: every shard processed", cold, wall);
     let wall = std::time::Instant::now();
-    let settled = until(step, limit, async || balanced(&fleet, &open).await).await;
+    let settled = until(step, limit, async || {
+        fleet_settled(&fleet, &open, true).await
+    })
+    .await;
     show("cold start: balanced, after that", settled, wall);
     spread(&fleet).await;
 
@@ -163,7 +147,10 @@ async fn simulate(workers: usize, shards: u32, latency: Duration, balance_limit:
     .await;
     show("10 workers join: each holds a lease", busy, wall);
     let wall = std::time::Instant::now();
-    let joined = until(step, limit, async || balanced(&fleet, &open).await).await;
+    let joined = until(step, limit, async || {
+        fleet_settled(&fleet, &open, true).await
+    })
+    .await;
     show("10 workers join: balanced", joined, wall);
     spread(&fleet).await;
 
@@ -171,7 +158,10 @@ async fn simulate(workers: usize, shards: u32, latency: Duration, balance_limit:
         fleet.crash(slot).await.expect("crash");
     }
     let wall = std::time::Instant::now();
-    let recovered = until(step, limit, async || all_processed(&fleet, &open).await).await;
+    let recovered = until(step, limit, async || {
+        fleet_settled(&fleet, &open, false).await
+    })
+    .await;
     show(
         "10 workers crash: every shard processed again",
         recovered,

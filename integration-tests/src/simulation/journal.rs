@@ -56,11 +56,6 @@ impl Journal {
             .push((at, entry));
     }
 
-    /// Every entry so far, with its time since the journal began.
-    pub fn entries(&self) -> Vec<(Duration, Entry)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// `f` applied to every entry so far, without copying them.
     pub fn read<R>(&self, f: impl FnOnce(&[(Duration, Entry)]) -> R) -> R {
         f(&self.0.lock().unwrap_or_else(|e| e.into_inner()))

@@ -15,6 +15,7 @@ pub mod scenario;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kcl::leases::{LeaseStore, MemoryLeaseStore};
@@ -263,24 +264,28 @@ impl Fleet {
 
     /// Stops a worker dead (no release, no last calls); its id.
     pub async fn crash(&mut self, slot: usize) -> Result<Option<String>, String> {
-        let Some(m) = self.members[slot].take() else {
-            return Ok(None);
-        };
-        m.handle.stop_now();
-        m.gate.set_open(true);
-        finished(&m.id, m.task).await?;
-        self.journal.push(Entry::Crashed {
-            worker: m.id.clone(),
-        });
-        Ok(Some(m.id))
+        let id = self.stop(slot, ShutdownHandle::stop_now).await?;
+        if let Some(id) = &id {
+            self.journal.push(Entry::Crashed { worker: id.clone() });
+        }
+        Ok(id)
     }
 
     /// Shuts a worker down gracefully (processors checkpoint, leases released); its id.
     pub async fn shutdown(&mut self, slot: usize) -> Result<Option<String>, String> {
+        self.stop(slot, ShutdownHandle::shutdown).await
+    }
+
+    /// Stops the worker in `slot` through `how`, opening its gate so it can; its id.
+    async fn stop(
+        &mut self,
+        slot: usize,
+        how: fn(&ShutdownHandle),
+    ) -> Result<Option<String>, String> {
         let Some(m) = self.members[slot].take() else {
             return Ok(None);
         };
-        m.handle.shutdown();
+        how(&m.handle);
         m.gate.set_open(true);
         finished(&m.id, m.task).await?;
         Ok(Some(m.id))
@@ -300,6 +305,25 @@ impl Fleet {
             self.shutdown(slot).await?;
         }
         Ok(())
+    }
+}
+
+/// Polls `done` every `step` (of the paused clock) for at most `limit`; how long it took, if it
+/// happened.
+pub async fn until(
+    step: Duration,
+    limit: Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    loop {
+        if done().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(step).await;
     }
 }
 

@@ -15,8 +15,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
-use super::Fleet;
 use super::invariants::{checkpoint_regressions, exclusivity, imbalance, moves_since, unprocessed};
+use super::{Fleet, until};
 use crate::delivery_file::{Stored, verify};
 
 const KEYS: usize = 40;
@@ -33,6 +33,8 @@ pub const TAKE_INTERVAL: Duration = Duration::from_millis(500);
 pub const LIVENESS_BOUND: Duration = Duration::from_millis(
     FAILOVER.as_millis() as u64 + 2 * TAKE_INTERVAL.as_millis() as u64 + 1_000,
 );
+/// How often the checks look at the fleet.
+const POLL: Duration = Duration::from_millis(100);
 /// How long the fleet must keep its balanced assignment without a move.
 const STILL_FOR: Duration = Duration::from_secs(10);
 
@@ -215,20 +217,6 @@ async fn event(
     }))
 }
 
-/// Polls `done` every 100 ms for at most `limit`; how long it took, if it happened.
-async fn within(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> Option<Duration> {
-    let start = tokio::time::Instant::now();
-    loop {
-        if done().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// One seeded run; `Err` says what broke, with the seed's events.
 ///
 /// Checked after each run:
@@ -321,7 +309,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     // then kept without a move.
     let mut balanced_at = fleet.journal.now();
     if imbalance(&store.list().await.unwrap_or_default(), &live).is_some() {
-        let more = within(Duration::from_secs(60), async || {
+        let more = until(POLL, Duration::from_secs(60), async || {
             imbalance(&st.list().await.unwrap_or_default(), &live).is_none()
         })
         .await;
@@ -335,7 +323,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         balanced_at = fleet.journal.now();
     }
     tokio::time::sleep(STILL_FOR).await;
-    let moves = moves_since(&fleet.journal.entries(), balanced_at);
+    let moves = fleet.journal.read(|e| moves_since(e, balanced_at));
     if !moves.is_empty() {
         return fail(format!("leases moved while nothing changed: {moves:?}"));
     }
@@ -348,7 +336,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         .map(|s| (s.id.clone(), s.parents.clone()))
         .collect();
     let log = fleet.log.clone().expect("deliveries recorded");
-    within(Duration::from_secs(60), async || {
+    until(POLL, Duration::from_secs(60), async || {
         verify(&stored, &log.snapshot(), &parents)
             .never_delivered
             .is_empty()
@@ -357,7 +345,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     fleet.shutdown_all().await?;
     let verdict = verify(&stored, &log.snapshot(), &parents);
     let backwards = checkpoint_regressions(&store.checkpoint_history());
-    let excl = exclusivity(&fleet.journal.entries());
+    let excl = fleet.journal.read(exclusivity);
     let line = format!(
         "seed {seed}: {workers} workers, {shards} shards, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
         excl.longest_overlap, verdict.duplicates

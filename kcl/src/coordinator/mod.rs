@@ -134,7 +134,6 @@ impl LeaseCoordinator {
             self.forget(held);
             return Ok(());
         }
-        tracing::trace!(worker = %self.worker_id, lease = %held.key, "renewing");
         let mut lease = held.lease.lock().await;
         let _permit = match permits {
             Some(p) => Some(p.acquire().await.expect("never closed")),
