@@ -2,8 +2,13 @@
 //! them: every stored record delivered; for every partition key, first deliveries in stored order
 //! across the shard lineage; within a processor session, positions strictly increasing; and
 //! duplicates only from sessions that delivered the record but never checkpointed at or after it
-//! (killed, or having lost the lease, first): of a record's deliveries, at most one is in a
-//! session that went on to checkpoint it.
+//! (killed, or having lost the lease, first): of a record's deliveries at one stored position, at
+//! most one is in a session that went on to checkpoint it.
+//!
+//! A record can be stored twice: after a reshard the producer re-sends every record of an
+//! aggregate that landed on a shard not owning all of them (a Java KCL drops such an aggregate
+//! whole), and this crate's consumer delivers the owned records of both copies. Those are
+//! counted apart (`second_copies`), and a record's place in its key's order is its earliest copy.
 //!
 //! Lines (tab-separated): `D session shard key sequence sub data nanos` for a delivery,
 //! `C session shard sequence sub` for a stored checkpoint. An unfinished last line (a process
@@ -116,9 +121,11 @@ pub struct Verdict {
     pub out_of_order: Vec<String>,
     /// Sessions that delivered a position not after the one before it.
     pub session_regressions: Vec<String>,
-    /// Deliveries beyond the first.
+    /// Deliveries beyond the first of one stored copy.
     pub duplicates: usize,
-    /// Records delivered by more than one session that checkpointed them.
+    /// Records delivered from more than one stored copy (the producer stored them twice).
+    pub second_copies: usize,
+    /// Records delivered at one position by more than one session that checkpointed them.
     pub unexplained_duplicates: Vec<String>,
     /// Pairs of records compared for order.
     pub ordered_pairs: usize,
@@ -174,7 +181,20 @@ pub fn verify(
             *e = &c.position;
         }
     }
-    for (data, ds) in &by_data {
+    let mut by_copy: HashMap<(&str, &str, &ExtendedSequenceNumber), Vec<&Delivery>> =
+        HashMap::new();
+    for d in &got.deliveries {
+        by_copy
+            .entry((d.data.as_str(), d.shard.as_str(), &d.position))
+            .or_default()
+            .push(d);
+    }
+    for ds in by_data.values() {
+        let copies: std::collections::HashSet<_> =
+            ds.iter().map(|d| (&d.shard, &d.position)).collect();
+        verdict.second_copies += usize::from(copies.len() > 1);
+    }
+    for ((data, shard, position), ds) in &by_copy {
         verdict.duplicates += ds.len() - 1;
         let checkpointing: Vec<&str> = ds
             .iter()
@@ -187,8 +207,7 @@ pub fn verify(
             .collect();
         if checkpointing.len() > 1 {
             verdict.unexplained_duplicates.push(format!(
-                "record {data} at {} delivered {} times, and checkpointed by each of {checkpointing:?}",
-                ds[0].position,
+                "record {data} at {shard} {position} delivered {} times, and checkpointed by each of {checkpointing:?}",
                 ds.len(),
             ));
         }
@@ -207,10 +226,18 @@ pub fn verify(
             verdict.never_delivered.push(s.data.clone());
         }
     }
+    // A record's place: its earliest stored copy (the one reported, or one delivered).
+    let place = |s: &Stored| -> (usize, ExtendedSequenceNumber) {
+        let copies = by_data.get(s.data.as_str()).into_iter().flatten();
+        copies
+            .map(|d| (depth(&d.shard, parents), &d.position))
+            .chain([(depth(&s.shard, parents), &s.position)])
+            .min()
+            .map(|(depth, position)| (depth, position.clone()))
+            .expect("the reported copy at least")
+    };
     for (key, mut records) in per_key {
-        records.sort_by(|a, b| {
-            (depth(&a.shard, parents), &a.position).cmp(&(depth(&b.shard, parents), &b.position))
-        });
+        records.sort_by_cached_key(|s| place(s));
         for pair in records.windows(2) {
             let (Some(a), Some(b)) = (first(&pair[0].data), first(&pair[1].data)) else {
                 continue;
@@ -321,6 +348,27 @@ mod tests {
             verify(&stored, &double, &parents)
                 .unexplained_duplicates
                 .len(),
+            1
+        );
+
+        // The producer stored 3 twice on s1 (at 5, then re-sent at 7) and reported the second;
+        // 4 was put after 3 and stored at 6. One session delivers both copies of 3 and
+        // checkpoints: no unexplained duplicate, a second copy, and 4 after 3 is in order.
+        let mut stored_twice = stored.clone();
+        stored_twice[2].position = pos("7", 0);
+        stored_twice.push(super::tests::stored("4", "s1", "6"));
+        let mut twice = good.clone();
+        twice.deliveries.push(delivery("c", "s1", "6", "4", 5));
+        twice.deliveries.push(delivery("c", "s1", "7", "3", 6));
+        twice.checkpoints.push(checkpoint("c", "s1", "7"));
+        let v = verify(&stored_twice, &twice, &parents);
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.second_copies, v.duplicates), (1, 1));
+        // Delivering 4 before the first copy of 3 breaks the order.
+        twice.deliveries[3].at = 7;
+        twice.deliveries[3].order = (0, 7);
+        assert_eq!(
+            verify(&stored_twice, &twice, &parents).out_of_order.len(),
             1
         );
     }

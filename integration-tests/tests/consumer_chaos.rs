@@ -168,6 +168,7 @@ async fn killed_and_restarted_workers_lose_nothing_across_a_split_and_a_merge() 
             ),
         });
     }
+    let resent = producer.stats().wrong_shard_resent;
     producer.shutdown().await;
     let produced_in = started.elapsed();
 
@@ -198,12 +199,13 @@ async fn killed_and_restarted_workers_lose_nothing_across_a_split_and_a_merge() 
     let processes = fleet.files.len();
     drop(fleet);
     eprintln!(
-        "chaos seed {seed}: {} records, {} processes ({} restarts with the same id), never delivered {}, duplicates {}, out of order {}, session regressions {}, unexplained duplicates {}, key pairs checked {}; produced in {produced_in:?}, drained {drained_in:?} later",
+        "chaos seed {seed}: {} records, {} processes ({} restarts with the same id), never delivered {}, duplicates {}, stored twice {} (re-sent after the reshard {resent}), out of order {}, session regressions {}, unexplained duplicates {}, key pairs checked {}; produced in {produced_in:?}, drained {drained_in:?} later",
         stored.len(),
         processes,
         ids_reused,
         verdict.never_delivered.len(),
         verdict.duplicates,
+        verdict.second_copies,
         verdict.out_of_order.len(),
         verdict.session_regressions.len(),
         verdict.unexplained_duplicates.len(),
@@ -217,6 +219,11 @@ async fn killed_and_restarted_workers_lose_nothing_across_a_split_and_a_merge() 
         &verdict.out_of_order[..verdict.out_of_order.len().min(20)],
         &verdict.session_regressions[..verdict.session_regressions.len().min(20)],
         &verdict.unexplained_duplicates[..verdict.unexplained_duplicates.len().min(20)],
+    );
+    // A record delivered from two stored copies is one the producer re-sent.
+    assert!(
+        verdict.second_copies as u64 <= resent,
+        "stored twice, never re-sent"
     );
     assert!(
         verdict.ordered_pairs > stored.len() / 2,

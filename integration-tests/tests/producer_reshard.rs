@@ -2,8 +2,8 @@
 //! whose range excludes it, and the producer's shard map refresh shows in its stats.
 //!
 //! An aggregate built from the map before the split can land on a child that owns only some of
-//! its user records. Those bytes are stored and cannot be taken back; a KCL consumer filters such
-//! sub-records out, so the producer re-sends exactly those records to their owners.
+//! its user records. Those bytes are stored and cannot be taken back; the Java KCL drops such an
+//! aggregate whole, so the producer re-sends every record of it to its owner.
 
 use std::time::Duration;
 
@@ -98,8 +98,8 @@ async fn splitting_a_shard_while_producing_loses_nothing_and_misplaces_nothing()
             .any(|p| children.iter().any(|c| c == p.outcome.shard_id())),
         "records after the split went to the children"
     );
-    // As a KCL reads it: exactly once each, every user record inside its shard's range. Each
-    // misplaced copy inside an aggregate stored before the map refresh matches one re-send.
+    // As the Java KCL reads it: exactly once each, every user record inside its shard's range.
+    // Each record of an aggregate that landed on the wrong child matches one re-send.
     let read = verify_stream(&stream, &puts).await;
     assert_eq!(read.delivered, puts.len());
     assert_eq!(read.filtered as u64, stats.wrong_shard_resent);

@@ -40,7 +40,8 @@ pub struct ProducerStats {
     pub shard_map_refreshes: u64,
     /// Aggregates that Kinesis stored on a shard other than the predicted one.
     pub wrong_shard: u64,
-    /// User records re-sent because their aggregate landed on a shard that does not own them.
+    /// User records re-sent because their aggregate landed on a shard that does not own all of
+    /// its records (each one of them: a Java KCL would drop the whole aggregate).
     pub wrong_shard_resent: u64,
     /// The rate in force per shard (`stream/shard` → percent of the shard limit) for shards
     /// slowed by throttling; shards at the configured rate are not listed.

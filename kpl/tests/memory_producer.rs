@@ -39,8 +39,18 @@ fn record(i: usize) -> UserRecord {
 }
 
 /// What a consumer would get: each record's data, with the shard it is read from. Sub-records
-/// outside a shard's hash-key range are dropped, as the KCL drops them.
+/// outside a shard's hash-key range are dropped, one by one as this crate's KCL drops them.
 async fn readable(kinesis: &MemoryKinesis) -> HashMap<String, String> {
+    read_back(kinesis, false).await
+}
+
+/// The same, but as the Java KCL reads: an aggregate with any sub-record outside the shard's
+/// range is dropped whole (its issue 343).
+async fn readable_by_java(kinesis: &MemoryKinesis) -> HashMap<String, String> {
+    read_back(kinesis, true).await
+}
+
+async fn read_back(kinesis: &MemoryKinesis, whole_aggregates: bool) -> HashMap<String, String> {
     let s = StreamRef::new("s");
     let mut out = HashMap::new();
     for shard in kinesis.list_shards(&s, ShardFilter::All).await.unwrap() {
@@ -59,6 +69,12 @@ async fn readable(kinesis: &MemoryKinesis) -> HashMap<String, String> {
                 };
                 match deaggregate(&r.data) {
                     Deaggregated::Aggregated(subs) => {
+                        let outside = subs
+                            .iter()
+                            .any(|sub| !shard.range.contains(sub.hash_key().unwrap()));
+                        if whole_aggregates && outside {
+                            continue;
+                        }
                         for sub in subs {
                             keep(sub.hash_key().unwrap(), &sub.data);
                         }
@@ -228,7 +244,7 @@ async fn shutdown_drains_every_pending_record() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn after_a_split_every_record_reported_stored_is_readable_by_a_consumer() {
+async fn after_a_split_every_record_reported_stored_is_readable_by_any_kcl() {
     let kinesis = stream(1);
     let config = ProducerConfig::default().record_max_buffered_time(Duration::from_millis(100));
     let producer = warmed_up(&kinesis, config).await;
@@ -242,14 +258,18 @@ async fn after_a_split_every_record_reported_stored_is_readable_by_a_consumer() 
     for p in pending {
         p.await.unwrap();
     }
-    let got = readable(&kinesis).await;
-    let missing: Vec<usize> = (0..200)
-        .filter(|i| !got.contains_key(&i.to_string()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "reported stored, never readable: {missing:?}"
-    );
+    for (got, reader) in [
+        (readable(&kinesis).await, "this crate's KCL"),
+        (readable_by_java(&kinesis).await, "a Java KCL"),
+    ] {
+        let missing: Vec<usize> = (0..200)
+            .filter(|i| !got.contains_key(&i.to_string()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "reported stored, never readable by {reader}: {missing:?}"
+        );
+    }
     let stats = producer.stats();
     assert!(
         stats.wrong_shard_resent > 0 && stats.shard_map_refreshes > 0,

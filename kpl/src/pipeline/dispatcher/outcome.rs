@@ -91,7 +91,7 @@ impl Dispatcher {
     }
 
     /// Resolves the user records of a stored Kinesis record that `owned` accepts; the others are
-    /// re-sent (they landed on a shard that does not own their hash key).
+    /// re-sent (their aggregate landed on a shard that does not own all of its records).
     pub(super) fn stored(
         &mut self,
         record: KinesisRecord,
@@ -143,7 +143,7 @@ impl Dispatcher {
                 let error = AttemptError {
                     code: "WrongShard".into(),
                     message: format!(
-                        "the aggregate landed on {shard_id}, which does not own hash key {}; re-sending",
+                        "the aggregate landed on {shard_id}, which does not own all of its records (a Java KCL would drop it whole); re-sending hash key {}",
                         p.hash_key
                     ),
                 };
@@ -212,14 +212,25 @@ impl Dispatcher {
         let mut unknown = Vec::new();
         for l in landed {
             match map.range_of(&l.shard_id) {
-                Some(range) => self.stored(
-                    l.record,
-                    &l.shard_id,
-                    &l.sequence_number,
-                    l.started,
-                    l.duration,
-                    |p| range.contains(p.hash_key),
-                ),
+                Some(range) => {
+                    // The Java KCL drops an aggregate whole when any of its records lies outside
+                    // the shard's range (its issue 343), so unless the shard owns them all, none
+                    // of them counts as stored: all are sent again (this crate's consumer then
+                    // sees the owned ones twice).
+                    let all_owned = l
+                        .record
+                        .user_records
+                        .iter()
+                        .all(|p| range.contains(p.hash_key));
+                    self.stored(
+                        l.record,
+                        &l.shard_id,
+                        &l.sequence_number,
+                        l.started,
+                        l.duration,
+                        |_| all_owned,
+                    )
+                }
                 None if !l.listed_all && r.ok => unknown.push(Landed {
                     listed_all: true,
                     ..l
