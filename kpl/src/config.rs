@@ -37,6 +37,7 @@ pub struct ProducerConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) max_concurrent_requests: usize,
     pub(crate) fail_if_throttled: bool,
+    pub(crate) ordered: bool,
     pub(crate) max_user_record_size: usize,
     pub(crate) max_outstanding_records: usize,
     pub(crate) max_outstanding_bytes: usize,
@@ -59,6 +60,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(6),
             max_concurrent_requests: 24,
             fail_if_throttled: false,
+            ordered: false,
             max_user_record_size: 1024 * 1024,
             max_outstanding_records: 500_000,
             max_outstanding_bytes: 256 * 1024 * 1024,
@@ -132,6 +134,20 @@ impl ProducerConfig {
     setting!(
         /// Fail throttled records at once instead of retrying them. Default false.
         fail_if_throttled, get_fail_if_throttled: bool
+    );
+    setting!(
+        /// Store the records of each shard, so of each partition key (and each explicit hash
+        /// key), in the order `put` was called, across retries, throttling and timeouts. Each
+        /// shard then has one Kinesis record (an aggregate, or a record sent alone) in flight at
+        /// a time, and one that fails is re-sent before anything put after it. What it costs:
+        /// a shard takes one aggregate per PutRecords round trip, so with aggregation on it
+        /// still reaches the shard's limits at small records; without aggregation it sends one
+        /// record per round trip per shard. A record whose attempt timed out may have been
+        /// stored, so its re-send can store a second copy after it (never before a later
+        /// record). Across a reshard, order holds for records put after the producer learned
+        /// of it; a record being retried while it happens may land after later records routed
+        /// to a child. Default false (the Java KPL's behaviour: no ordering across retries).
+        ordered, get_ordered: bool
     );
     setting!(
         /// Largest user record, counted as Kinesis counts it: data + partition key (an explicit

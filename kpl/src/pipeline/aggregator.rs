@@ -2,6 +2,10 @@
 //! (`aggregation_max_size`), when it holds `aggregation_max_count` records, or when its earliest
 //! record has waited `record_max_buffered_time`. An aggregate of one record is sent raw, and so is
 //! a record too large to share an aggregate, or one with no predicted shard.
+//!
+//! In ordered mode a record never overtakes an earlier one of its shard: a record too large to
+//! share an aggregate first closes the shard's open one, and a record sent raw (aggregation off)
+//! keeps its predicted shard, so that it waits in the shard's line.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +36,7 @@ struct Open {
 #[derive(Debug)]
 pub(crate) struct Aggregator {
     enabled: bool,
+    ordered: bool,
     max_size: usize,
     max_count: usize,
     linger: Duration,
@@ -57,6 +62,7 @@ impl Aggregator {
     pub(crate) fn new(enabled: bool, max_size: usize, max_count: usize, linger: Duration) -> Self {
         Aggregator {
             enabled,
+            ordered: false,
             max_size,
             max_count,
             linger,
@@ -69,11 +75,18 @@ impl Aggregator {
         }
     }
 
+    /// Ordered mode (see the module's docs).
+    pub(crate) fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
     /// Adds a user record bound for `shard`; records that must go now are pushed to `out`.
     pub(crate) fn add(&mut self, p: Pending, shard: Option<&Shard>, out: &mut Vec<KinesisRecord>) {
         let send_by = p.arrival + self.linger;
         let Some(shard) = shard.filter(|_| self.enabled) else {
-            out.push(single(p, None, send_by));
+            let line = shard.filter(|_| self.ordered).map(|s| s.id.clone());
+            out.push(single(p, line, send_by));
             return;
         };
         let (pk, ehk, len) = (
@@ -82,7 +95,11 @@ impl Aggregator {
             p.record.data.len(),
         );
         if AggregateBuilder::framed_len_of_one(pk, ehk, len) > self.max_size {
-            // Too large for any aggregate: alone and raw; the open aggregate keeps waiting.
+            // Too large for any aggregate: alone and raw; the open aggregate keeps waiting, unless
+            // it must not be overtaken.
+            if self.ordered {
+                self.close(shard.slot, out);
+            }
             out.push(single(p, Some(shard.id.clone()), send_by));
             return;
         }
@@ -355,5 +372,24 @@ mod tests {
         for k in &out {
             assert_eq!(k.user_records.len(), 5);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordered_a_large_record_does_not_overtake_and_raw_records_keep_their_shard() {
+        let now = Instant::now();
+        let mut agg =
+            Aggregator::new(true, 1_000, usize::MAX, Duration::from_millis(100)).ordered(true);
+        let mut out = Vec::new();
+        agg.add(pending("small", 10, now), shard("s0"), &mut out);
+        agg.add(pending("big", 5_000, now), shard("s0"), &mut out);
+        let keys: Vec<&str> = out.iter().map(|k| k.partition_key.as_str()).collect();
+        assert_eq!(keys, ["small", "big"], "the open aggregate goes first");
+        assert!(agg.is_empty());
+
+        let mut disabled =
+            Aggregator::new(false, 51_200, usize::MAX, Duration::from_millis(100)).ordered(true);
+        let mut out = Vec::new();
+        disabled.add(pending("x", 10, now), shard("s0"), &mut out);
+        assert_eq!(out[0].predicted_shard.as_deref(), Some("s0"));
     }
 }

@@ -32,6 +32,7 @@ use crate::stats::{Counters, kpl_metrics};
 
 mod intake;
 mod maintenance;
+mod ordered;
 mod outcome;
 
 /// What the handle sends the dispatcher.
@@ -59,6 +60,28 @@ type ShardKey = (StreamId, Arc<str>);
 struct ShardQueue {
     limiter: ShardLimiter,
     queue: VecDeque<KinesisRecord>,
+    /// Ordered mode: a record of this line is on its way (collected or in a call).
+    in_flight: bool,
+    /// Ordered mode: user records of this line to re-send before anything else, and when.
+    redo: Vec<Pending>,
+    redo_at: Option<Instant>,
+}
+
+impl ShardQueue {
+    fn new(percent: u32) -> Self {
+        ShardQueue {
+            limiter: ShardLimiter::new(percent, Instant::now()),
+            queue: VecDeque::new(),
+            in_flight: false,
+            redo: Vec::new(),
+            redo_at: None,
+        }
+    }
+
+    /// Whether the line may send its front record now (ordered mode: nothing else on its way).
+    fn may_send(&self, ordered: bool) -> bool {
+        !ordered || (!self.in_flight && self.redo_at.is_none())
+    }
 }
 
 /// A finished PutRecords call.
@@ -99,6 +122,8 @@ pub(crate) struct Dispatcher {
     /// The streams seen so far (a local copy of `streams`' entries).
     entries: HashMap<StreamId, Arc<StreamEntry>>,
     aggregator: Aggregator,
+    /// Ordered mode: rebuilds the aggregates of records re-sent at the front of their line.
+    rebuilder: Aggregator,
     shards: HashMap<ShardKey, ShardQueue>,
     busy_shards: HashSet<ShardKey>,
     collector: Collector,
@@ -128,13 +153,18 @@ impl Dispatcher {
         let concurrency =
             crate::pipeline::concurrency::Concurrency::new(config.max_concurrent_requests);
         Counters::set(&counters.concurrency_limit, concurrency.limit() as u64);
-        Dispatcher {
-            aggregator: Aggregator::new(
+        let aggregator = || {
+            Aggregator::new(
                 config.aggregation_enabled,
                 config.aggregation_max_size,
                 config.aggregation_max_count,
                 config.record_max_buffered_time,
-            ),
+            )
+            .ordered(config.ordered)
+        };
+        Dispatcher {
+            aggregator: aggregator(),
+            rebuilder: aggregator(),
             collector: Collector::new(config.collection_max_count, config.collection_max_size),
             config,
             api,
@@ -217,15 +247,7 @@ impl Dispatcher {
             match &record.predicted_shard {
                 Some(shard) => {
                     let key = (record.stream.clone(), shard.clone());
-                    let percent = self.config.rate_limit_percent;
-                    self.shards
-                        .entry(key.clone())
-                        .or_insert_with(|| ShardQueue {
-                            limiter: ShardLimiter::new(percent, Instant::now()),
-                            queue: VecDeque::new(),
-                        })
-                        .queue
-                        .push_back(record);
+                    self.line(&key).queue.push_back(record);
                     self.busy_shards.insert(key);
                 }
                 None => self.collector.push(record),
@@ -255,24 +277,31 @@ impl Dispatcher {
             self.aggregator.close_due(now, &mut closed);
         }
         self.enqueue(closed);
+        if self.config.ordered {
+            self.redo_due(now);
+        }
 
-        // Limiters release what their buckets allow.
+        // Limiters release what their buckets allow (ordered mode: one record per line at a
+        // time, and none while a re-send waits).
         // Taken out and put back: no key is cloned (a clone would touch the stream name's
         // reference count, which callers' threads change with every record).
+        let ordered = self.config.ordered;
         let mut busy = std::mem::take(&mut self.busy_shards);
         busy.retain(|key| {
             let Some(q) = self.shards.get_mut(key) else {
                 return false;
             };
             while let Some(front) = q.queue.front() {
-                if !q.limiter.try_acquire(now, front.size()) {
+                if !q.may_send(ordered) || !q.limiter.try_acquire(now, front.size()) {
                     break;
                 }
                 if let Some(record) = q.queue.pop_front() {
+                    q.in_flight = ordered;
                     self.collector.push(record);
                 }
             }
-            !q.queue.is_empty()
+            // A line waiting for its record in flight is woken by that record's result.
+            q.redo_at.is_some() || (!q.queue.is_empty() && !q.in_flight)
         });
         self.busy_shards = busy;
 
@@ -302,6 +331,7 @@ impl Dispatcher {
         for record in batch {
             let ttl = self.config.record_ttl;
             if record.user_records.iter().all(|p| now >= p.arrival + ttl) {
+                self.line_done(&record);
                 for p in record.user_records {
                     self.expire(p);
                 }
@@ -361,9 +391,12 @@ impl Dispatcher {
             consider(self.collector.next_deadline());
         }
         for key in &self.busy_shards {
-            if let Some(q) = self.shards.get_mut(key)
-                && let Some(front) = q.queue.front()
-            {
+            let Some(q) = self.shards.get_mut(key) else {
+                continue;
+            };
+            if q.redo_at.is_some() {
+                consider(q.redo_at);
+            } else if let Some(front) = q.queue.front() {
                 let size = front.size();
                 consider(Some(now + q.limiter.wait(now, size)));
             }

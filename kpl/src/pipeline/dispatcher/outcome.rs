@@ -30,6 +30,7 @@ impl Dispatcher {
         let user_in_call: usize = c.records.iter().map(|r| r.user_records.len()).sum();
         let kinesis_in_call = c.records.len();
         for (record, result) in c.records.into_iter().zip(results) {
+            self.line_done(&record);
             match result {
                 EntryResult::Stored {
                     shard_id,
@@ -70,8 +71,9 @@ impl Dispatcher {
                         self.slow_down(&record, now);
                     }
                     let error = AttemptError { code, message };
+                    let line = self.ordered_line(&record);
                     for p in record.user_records {
-                        self.failed(p, class, &error, c.started, c.duration, now);
+                        self.failed(p, class, &error, c.started, c.duration, now, line.as_ref());
                     }
                 }
             }
@@ -110,6 +112,7 @@ impl Dispatcher {
             aggregated,
         });
         let stream = record.stream.clone();
+        let line = self.ordered_line(&record);
         let now = started + duration;
         if let Some(first) = record.user_records.first() {
             kpl_metrics::record_done(
@@ -147,7 +150,15 @@ impl Dispatcher {
                         p.hash_key
                     ),
                 };
-                self.failed(p, Class::Transient, &error, started, duration, now);
+                self.failed(
+                    p,
+                    Class::Transient,
+                    &error,
+                    started,
+                    duration,
+                    now,
+                    line.as_ref(),
+                );
             }
         }
         // The buffer goes back to the aggregator for a new aggregate.
@@ -275,18 +286,22 @@ impl Dispatcher {
         }
         tracing::debug!(code = %error.code, message = %error.message, ?class, "PutRecords call failed");
         for record in records {
+            self.line_done(&record);
             kpl_metrics::error(&record.stream, &error.code);
             if class == Class::Throttled {
                 Counters::add(&self.counters.throttled, 1);
                 self.slow_down(&record, now);
             }
+            let line = self.ordered_line(&record);
             for p in record.user_records {
-                self.failed(p, class, &error, started, duration, now);
+                self.failed(p, class, &error, started, duration, now, line.as_ref());
             }
         }
     }
 
-    /// One user record's attempt failed: give up, or schedule a retry.
+    /// One user record's attempt failed: give up, or schedule a retry (in ordered mode, at the
+    /// front of its `line`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn failed(
         &mut self,
         mut p: Pending,
@@ -295,6 +310,7 @@ impl Dispatcher {
         started: Instant,
         duration: Duration,
         now: Instant,
+        line: Option<&ShardKey>,
     ) {
         let delay = started.saturating_duration_since(p.waiting_since());
         let attempt = Attempt::new(delay, duration, Some(error.clone()));
@@ -338,8 +354,12 @@ impl Dispatcher {
                 };
                 let at = (now + wait).min(expires);
                 Counters::add(&self.counters.retries, 1);
-                self.retry_seq += 1;
-                self.retries.insert((at, self.retry_seq), p);
+                if let Some(line) = line {
+                    self.redo(line.clone(), at, p);
+                } else {
+                    self.retry_seq += 1;
+                    self.retries.insert((at, self.retry_seq), p);
+                }
             }
         }
     }
