@@ -4,11 +4,13 @@
 //! Faults are drawn per call (and per PutRecords entry) from the [`Faults`] in force, which a test
 //! may change at any time. Throttled PutRecords entries are taken OUT of the request before it is
 //! forwarded and answered with `ProvisionedThroughputExceededException` in their places, so a
-//! record reported as failed really was not stored.
+//! record reported as failed really was not stored. A slow answer is held after the call was
+//! done upstream: a caller that gives up on it cannot know that it happened.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,6 +35,11 @@ pub struct Faults {
     pub reset_calls: f64,
     /// PutRecords calls are never answered (the connection is held open).
     pub stall_put_records: bool,
+    /// Share of PutRecords calls done upstream whose answer is held for `slow_answer_for`
+    /// (longer than the caller's request timeout: it gives up on a call that happened).
+    pub slow_put_records: f64,
+    /// How long a slow answer is held.
+    pub slow_answer_for: Duration,
     /// No call at all is answered (a paused or black-holed endpoint).
     pub stall_all_calls: bool,
     /// GetRecords calls are answered HTTP 400 `AccessDeniedException` (a revoked permission).
@@ -53,6 +60,8 @@ pub struct FaultCounts {
     pub resets: AtomicU64,
     /// Calls held without an answer.
     pub stalled: AtomicU64,
+    /// PutRecords calls done upstream and answered late.
+    pub slow: AtomicU64,
     /// Calls forwarded upstream.
     pub forwarded: AtomicU64,
     /// Calls done upstream whose answer was lost.
@@ -187,10 +196,16 @@ async fn handle(state: State, req: Request<Incoming>) -> Result<Response<Full<By
         let body = json!({"__type": "InternalFailure", "message": "injected internal failure"});
         return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &body));
     }
-    if is_put_records && faults.throttle_entries > 0.0 {
-        return Ok(throttle_some(&state, parts, body, faults.throttle_entries).await);
+    let slow = is_put_records && rand::rng().random_bool(faults.slow_put_records);
+    let answer = if is_put_records && faults.throttle_entries > 0.0 {
+        throttle_some(&state, parts, body, faults.throttle_entries).await
+    } else {
+        forward(&state, parts, body).await
+    };
+    if slow {
+        state.counts.slow.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(faults.slow_answer_for).await;
     }
-    let answer = forward(&state, parts, body).await;
     if state.counts.answers_lost.fetch_add(1, Ordering::SeqCst) < faults.lose_first_answers {
         return Err(Reset);
     }

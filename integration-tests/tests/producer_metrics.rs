@@ -1,5 +1,6 @@
 //! The producer's metrics reach a `metrics` recorder under the Java KPL's names, labelled by
-//! stream, with values that agree with what was put. (A recorder is global to the process, so
+//! stream, with values that agree with what was put, with units and descriptions; the backlog
+//! gauge `UserRecordsPending` falls back to 0 once everything resolved. (A recorder is global to the process, so
 //! this test has its own test binary.)
 
 use std::collections::HashMap;
@@ -29,11 +30,43 @@ async fn kpl_metric_names_are_recorded_per_stream() {
         f.await.expect("stored");
     }
     let stats = producer.stats();
+    // The backlog gauge is set once a second: it shows the records pending, then 0. (A snapshot
+    // takes the counters' increments with it: every snapshot is kept for the checks below.)
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        seen.extend(snapshotter.snapshot().into_vec());
+        let gauge = seen
+            .iter()
+            .rev()
+            .find(|(key, ..)| key.key().name() == "UserRecordsPending");
+        if let Some((_, unit, description, DebugValue::Gauge(v))) = gauge
+            && v.into_inner() == 0.0
+        {
+            assert_eq!(*unit, Some(metrics::Unit::Count));
+            assert!(
+                description.is_some(),
+                "UserRecordsPending has a description"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "UserRecordsPending never read 0: {gauge:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     producer.shutdown().await;
 
     let mut counters: HashMap<String, u64> = HashMap::new();
     let mut histograms: HashMap<String, usize> = HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+    seen.extend(snapshotter.snapshot().into_vec());
+    for (key, unit, description, value) in seen {
+        assert!(
+            unit.is_some() && description.is_some(),
+            "{} has a unit and a description",
+            key.key().name()
+        );
         let labels: Vec<_> = key
             .key()
             .labels()

@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 pub const MAX_RECORD_SIZE_CEILING: usize = 10 * 1024 * 1024;
 
 /// A stream's maximum record size unless it was raised.
-const DEFAULT_RECORD_LIMIT: usize = 1024 * 1024;
+pub(crate) const DEFAULT_RECORD_LIMIT: usize = 1024 * 1024;
 
 /// Kinesis' ceiling for one PutRecords request (late 2025).
 pub const MAX_REQUEST_SIZE: usize = 10 * 1024 * 1024;
@@ -38,7 +38,7 @@ pub struct ProducerConfig {
     pub(crate) max_concurrent_requests: usize,
     pub(crate) fail_if_throttled: bool,
     pub(crate) ordered: bool,
-    pub(crate) max_user_record_size: usize,
+    pub(crate) max_user_record_size: Option<usize>,
     pub(crate) max_outstanding_records: usize,
     pub(crate) max_outstanding_bytes: usize,
     pub(crate) retry_base_delay: Duration,
@@ -61,7 +61,7 @@ impl Default for ProducerConfig {
             max_concurrent_requests: 24,
             fail_if_throttled: false,
             ordered: false,
-            max_user_record_size: 1024 * 1024,
+            max_user_record_size: None,
             max_outstanding_records: 500_000,
             max_outstanding_bytes: 256 * 1024 * 1024,
             retry_base_delay: Duration::from_millis(100),
@@ -149,12 +149,21 @@ impl ProducerConfig {
         /// to a child. Default false (the Java KPL's behaviour: no ordering across retries).
         ordered, get_ordered: bool
     );
-    setting!(
-        /// Largest user record, counted as Kinesis counts it: data + partition key (an explicit
-        /// hash key does not count). Default 1 MiB; up to 10 MiB for streams whose maximum
-        /// record size was raised.
-        max_user_record_size, get_max_user_record_size: usize
-    );
+    /// Largest user record, counted as Kinesis counts it: data + partition key (an explicit
+    /// hash key does not count), 1 to 10 MiB. Default: each stream's own maximum record size,
+    /// as DescribeStreamSummary reports it (`MaxRecordSizeInKiB`, read when the stream is
+    /// first used and again, at most once a minute, when a larger record is put), or 1 MiB
+    /// where the endpoint does not report it. Set, it caps every stream, and it is trusted as
+    /// the limit of streams whose limit is not reported.
+    pub fn max_user_record_size(mut self, value: usize) -> Self {
+        self.max_user_record_size = Some(value);
+        self
+    }
+
+    /// The `max_user_record_size` setting; `None`: each stream's own limit.
+    pub fn get_max_user_record_size(&self) -> Option<usize> {
+        self.max_user_record_size
+    }
     setting!(
         /// Most user records accepted but not yet resolved; `put` waits and `try_put` fails
         /// beyond it. Default 500,000.
@@ -189,15 +198,19 @@ impl ProducerConfig {
                 self.collection_max_count
             ));
         }
-        if self.max_user_record_size == 0 || self.max_user_record_size > MAX_RECORD_SIZE_CEILING {
+        if let Some(max) = self.max_user_record_size
+            && (max == 0 || max > MAX_RECORD_SIZE_CEILING)
+        {
             return fail(format!(
-                "max_user_record_size is {}: use 1 to {MAX_RECORD_SIZE_CEILING} bytes",
-                self.max_user_record_size
+                "max_user_record_size is {max}: use 1 to {MAX_RECORD_SIZE_CEILING} bytes"
             ));
         }
         // An aggregate is one Kinesis record: it must fit the stream's record limit, 1 MiB unless
-        // the stream's was raised (which raising max_user_record_size says).
-        let record_limit = self.max_user_record_size.max(DEFAULT_RECORD_LIMIT);
+        // the stream's was raised (which raising max_user_record_size says). (A record larger
+        // than collection_max_size is sent alone.)
+        let record_limit = self
+            .max_user_record_size
+            .map_or(DEFAULT_RECORD_LIMIT, |max| max.max(DEFAULT_RECORD_LIMIT));
         if self.aggregation_max_size > record_limit {
             return fail(format!(
                 "aggregation_max_size ({}) is above {record_limit} bytes: an aggregate is one Kinesis record, and Kinesis refuses records over the stream's maximum record size (1 MiB unless raised; raise max_user_record_size too for a stream whose limit was raised), failing every user record inside",
@@ -210,16 +223,12 @@ impl ProducerConfig {
                 self.collection_max_size
             ));
         }
-        if self.collection_max_size < self.max_user_record_size {
+        // (Unset, records above max_outstanding_bytes are refused at put.)
+        let largest = self.max_user_record_size.unwrap_or(DEFAULT_RECORD_LIMIT);
+        if self.max_outstanding_bytes < largest {
             return fail(format!(
-                "collection_max_size ({}) is below max_user_record_size ({}): a largest record could never be sent",
-                self.collection_max_size, self.max_user_record_size
-            ));
-        }
-        if self.max_outstanding_bytes < self.max_user_record_size {
-            return fail(format!(
-                "max_outstanding_bytes ({}) is below max_user_record_size ({}): a largest record could never be accepted",
-                self.max_outstanding_bytes, self.max_user_record_size
+                "max_outstanding_bytes ({}) is below {largest} bytes (max_user_record_size, or 1 MiB when unset): a largest record could never be accepted",
+                self.max_outstanding_bytes
             ));
         }
         if self.max_outstanding_records == 0 || self.max_concurrent_requests == 0 {

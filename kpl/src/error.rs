@@ -26,9 +26,10 @@ pub enum SubmitErrorKind {
     /// The explicit hash key is not a decimal integer below 2^128.
     #[error(transparent)]
     ExplicitHashKey(#[from] HashKeyError),
-    /// Data plus partition key exceed `max_user_record_size`.
+    /// Data plus partition key exceed the stream's maximum record size or
+    /// `max_user_record_size`.
     #[error(
-        "record is {size} bytes (data + partition key); the limit is {max} bytes: split the data or raise max_user_record_size (at most 10 MiB, and the stream's own maximum record size)"
+        "record is {size} bytes (data + partition key); the limit is {max} bytes (the stream's maximum record size where Kinesis reports it, else 1 MiB, capped by max_user_record_size if set and by max_outstanding_bytes): split the data, or raise the stream's limit (UpdateMaxRecordSize, up to 10 MiB) and max_user_record_size if set"
     )]
     TooLarge {
         /// The record's size.
@@ -41,14 +42,16 @@ pub enum SubmitErrorKind {
     EmptyStream,
     /// Kinesis says the stream does not exist.
     #[error(
-        "stream {stream:?} does not exist (ListShards said ResourceNotFound): check the name, account and region"
+        "stream {stream:?} does not exist (Kinesis answered ResourceNotFound): check the name, account and region; once a stream is found deleted, its records are refused at once until it exists again (looked for every 10 s)"
     )]
     StreamNotFound {
         /// The stream as given.
         stream: String,
     },
     /// The stream's shards could not be listed (after retries).
-    #[error("could not list the shards of stream {stream:?}: {message}")]
+    #[error(
+        "could not list the shards of stream {stream:?} ({message}): check that the endpoint answers (region, AWS_ENDPOINT_URL_KINESIS, network), the credentials and the kinesis:ListShards permission; an unknown stream is reported as such only once the endpoint answers"
+    )]
     ShardMap {
         /// The stream as given.
         stream: String,

@@ -87,6 +87,10 @@ pub(crate) trait KinesisApi: Send + Sync + 'static {
     /// Every shard (`open_only`: ShardFilter AT_LATEST), all pages.
     async fn list_shards(&self, stream: &str, open_only: bool)
     -> Result<Vec<ShardInfo>, CallError>;
+
+    /// The stream's maximum record size in bytes (DescribeStreamSummary's
+    /// `MaxRecordSizeInKiB`); `None` where the endpoint does not report it.
+    async fn max_record_size(&self, stream: &str) -> Result<Option<usize>, CallError>;
 }
 
 /// The shared boundary, as the pipeline's seam.
@@ -128,5 +132,18 @@ impl KinesisApi for Boundary {
                 range: s.range,
             })
             .collect())
+    }
+
+    async fn max_record_size(&self, stream: &str) -> Result<Option<usize>, CallError> {
+        let summary = self
+            .0
+            .describe_stream_summary(&StreamRef::new(stream))
+            .await
+            .map_err(CallError::from_aws)?;
+        Ok(summary
+            .max_record_size_kib
+            .and_then(|kib| usize::try_from(kib).ok())
+            .filter(|kib| *kib > 0)
+            .map(|kib| kib * 1024))
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::ProducerConfig;
+use crate::config::{DEFAULT_RECORD_LIMIT, MAX_RECORD_SIZE_CEILING, ProducerConfig};
 use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
 use crate::kinesis::{Boundary, KinesisApi};
 use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
@@ -106,6 +106,7 @@ impl Producer {
             config.max_outstanding_records,
             config.max_outstanding_bytes,
         ));
+        crate::stats::kpl_metrics::describe();
         let dispatcher = Dispatcher::new(
             config.clone(),
             api.clone(),
@@ -176,7 +177,8 @@ impl Producer {
             Ok(hash_key) => hash_key,
             Err(kind) => return Ok(Err(refuse(kind, record))),
         };
-        if !self.inner.streams.is_loaded(&record.stream) {
+        let size = record.data.len() + record.partition_key.len();
+        if size > DEFAULT_RECORD_LIMIT || !self.inner.streams.is_loaded(&record.stream) {
             return Err(record);
         }
         match self.inner.capacity.try_acquire(&record) {
@@ -198,13 +200,22 @@ impl Producer {
         }
     }
 
-    /// Validates the record and makes sure its stream's shard map is loaded.
+    /// Validates the record and makes sure its stream's shard map is loaded; a record above
+    /// 1 MiB is checked against the stream's own limit.
     async fn admit(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
         let hash_key = self.check(record)?;
-        self.inner
-            .streams
-            .ensure_loaded(&record.stream, &*self.inner.api)
+        let (streams, api) = (&self.inner.streams, &*self.inner.api);
+        streams
+            .ensure_loaded(&record.stream, api, self.inner.config.record_ttl)
             .await?;
+        let size = record.data.len() + record.partition_key.len();
+        if size > DEFAULT_RECORD_LIMIT {
+            let cap = self.inner.config.max_user_record_size;
+            let max = streams.record_limit(&record.stream, api, cap, size).await;
+            if size > max {
+                return Err(SubmitErrorKind::TooLarge { size, max });
+            }
+        }
         Ok(hash_key)
     }
 
@@ -223,12 +234,19 @@ impl Producer {
             Some(explicit) => HashKey::parse_explicit_strict(explicit)?,
             None => HashKey::MIN,
         };
+        // Above 1 MiB, the stream's own limit decides too (see `admit`).
         let size = record.data.len() + record.partition_key.len();
-        if size > self.inner.config.max_user_record_size {
-            return Err(SubmitErrorKind::TooLarge {
-                size,
-                max: self.inner.config.max_user_record_size,
-            });
+        let config = &self.inner.config;
+        let max = config
+            .max_user_record_size
+            .unwrap_or(MAX_RECORD_SIZE_CEILING);
+        if size > max {
+            return Err(SubmitErrorKind::TooLarge { size, max });
+        }
+        // It must fit the memory bound too, or it would wait for capacity forever.
+        if record.size() > config.max_outstanding_bytes {
+            let max = config.max_outstanding_bytes;
+            return Err(SubmitErrorKind::TooLarge { size, max });
         }
         Ok(hash_key)
     }

@@ -115,7 +115,104 @@ impl Counters {
 
 /// `metrics` facade calls, named as the Java KPL names its metrics.
 pub(crate) mod kpl_metrics {
-    use metrics::{counter, histogram};
+    use metrics::{
+        Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    };
+
+    /// Units and descriptions of every metric, for recorders that show them (once per process).
+    pub(crate) fn describe() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let c = |name: &'static str, unit: Unit, what: &'static str| {
+                describe_counter!(name, unit, what);
+            };
+            c(
+                "UserRecordsReceived",
+                Unit::Count,
+                "User records the producer took in",
+            );
+            c(
+                "UserRecordsPut",
+                Unit::Count,
+                "User records stored by Kinesis",
+            );
+            c(
+                "UserRecordsDataPut",
+                Unit::Bytes,
+                "Data bytes of the user records stored",
+            );
+            c(
+                "KinesisRecordsPut",
+                Unit::Count,
+                "Kinesis records (aggregates or single records) stored",
+            );
+            c(
+                "KinesisRecordsDataPut",
+                Unit::Bytes,
+                "Bytes of the Kinesis records stored",
+            );
+            c(
+                "ErrorsByCode",
+                Unit::Count,
+                "Failed attempts, by error code",
+            );
+            c("AllErrors", Unit::Count, "Failed attempts");
+            c(
+                "UserRecordExpired",
+                Unit::Count,
+                "User records failed at record_ttl (Expired or Indeterminate)",
+            );
+            let h = |name: &'static str, unit: Unit, what: &'static str| {
+                describe_histogram!(name, unit, what);
+            };
+            h(
+                "KinesisRecordsPerPutRecordsRequest",
+                Unit::Count,
+                "Kinesis records per PutRecords call",
+            );
+            h(
+                "UserRecordsPerPutRecordsRequest",
+                Unit::Count,
+                "User records per PutRecords call",
+            );
+            h(
+                "RequestTime",
+                Unit::Milliseconds,
+                "Duration of a PutRecords call",
+            );
+            h(
+                "RetriesPerRecord",
+                Unit::Count,
+                "Attempts before a Kinesis record was stored",
+            );
+            h(
+                "BufferingTime",
+                Unit::Milliseconds,
+                "Time from put (or the last attempt) to the call that stored it",
+            );
+            h(
+                "UserRecordsPerKinesisRecord",
+                Unit::Count,
+                "User records per stored Kinesis record",
+            );
+            describe_gauge!(
+                "UserRecordsPending",
+                Unit::Count,
+                "User records accepted and not yet resolved (all streams)"
+            );
+            describe_gauge!(
+                "UserRecordsPendingBytes",
+                Unit::Bytes,
+                "Bytes of the user records accepted and not yet resolved"
+            );
+        });
+    }
+
+    /// The producer's backlog, set once a second.
+    pub(crate) fn pending(records: usize, bytes: usize) {
+        gauge!("UserRecordsPending").set(records as f64);
+        gauge!("UserRecordsPendingBytes").set(bytes as f64);
+    }
 
     pub(crate) fn received(stream: &str, n: u64) {
         counter!("UserRecordsReceived", "stream" => stream.to_owned()).increment(n);

@@ -138,6 +138,15 @@ impl MemoryKinesis {
         self.state().streams.remove(name);
     }
 
+    /// Sets the stream's maximum record size (`UpdateMaxRecordSize`), which DescribeStreamSummary
+    /// then reports; `None` reports nothing and keeps 1 MiB. PutRecords refuses a call holding a
+    /// larger record, as Kinesis does (`ValidationException`).
+    pub fn set_max_record_size_kib(&self, stream: &str, kib: Option<i32>) {
+        if let Some(s) = self.state().streams.get_mut(stream) {
+            s.max_record_size_kib = kib;
+        }
+    }
+
     /// Splits an open shard; the upper child starts at `at`.
     pub fn split_shard(&self, stream: &str, shard: &str, at: HashKey) -> Result<(), AwsError> {
         let mut state = self.state();
@@ -228,7 +237,9 @@ impl Kinesis for MemoryKinesis {
         let mut state = self.state();
         let s = Self::stream_mut(&mut state, stream_name(stream)).map_err(|r| refused(OP, r))?;
         let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{}", s.name);
-        Ok(StreamSummary::new(s.name.clone(), arn, s.created))
+        let mut summary = StreamSummary::new(s.name.clone(), arn, s.created);
+        summary.max_record_size_kib = s.max_record_size_kib;
+        Ok(summary)
     }
 
     async fn list_shards(
@@ -384,6 +395,19 @@ impl Kinesis for MemoryKinesis {
         let now = self.now();
         let mut state = self.state();
         let s = Self::stream_mut(&mut state, stream_name(stream)).map_err(|r| refused(OP, r))?;
+        let max = s.max_record_size();
+        if let Some((i, e)) = entries
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.data.len() + e.partition_key.len() > max)
+        {
+            let message = format!(
+                "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {max} ({} bytes with its partition key)",
+                i + 1,
+                e.data.len() + e.partition_key.len()
+            );
+            return Err(refused(OP, ("ValidationException", message)));
+        }
         let mut results = Vec::with_capacity(entries.len());
         for e in entries {
             let key = match HashKey::for_record(&e.partition_key, e.explicit_hash_key.as_deref()) {

@@ -30,12 +30,14 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens if there are that many at `now`.
+    /// Takes `n` tokens if there are that many at `now`. More than a second's worth (a record
+    /// above 1 MiB on a stream whose limit was raised) is taken from a full bucket, which then
+    /// stays in debt until refilled.
     pub(super) fn take(&mut self, n: f64, now: Duration) -> bool {
         let elapsed = now.saturating_sub(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.at = now;
-        if self.tokens >= n {
+        if self.tokens >= n.min(self.rate) {
             self.tokens -= n;
             true
         } else {
@@ -113,6 +115,9 @@ pub(super) struct StreamState {
     next_shard: u32,
     next_sequence: u128,
     limits: ShardLimits,
+    /// The largest record it takes, in KiB, as DescribeStreamSummary reports it; `None`: not
+    /// reported, and 1 MiB is the limit.
+    pub(super) max_record_size_kib: Option<i32>,
 }
 
 /// Why an operation on the state failed: (code, message).
@@ -132,6 +137,7 @@ impl StreamState {
             next_shard: 0,
             next_sequence: FIRST_SEQUENCE,
             limits,
+            max_record_size_kib: None,
         };
         let n = u128::from(shards.max(1));
         let width = u128::MAX / n;
@@ -187,6 +193,12 @@ impl StreamState {
                 format!("Shard {id} in stream {name} does not exist"),
             )
         })
+    }
+
+    /// The largest record (data + partition key) it takes, in bytes.
+    pub(super) fn max_record_size(&self) -> usize {
+        let kib = self.max_record_size_kib.unwrap_or(1024);
+        usize::try_from(kib).unwrap_or(0) * 1024
     }
 
     /// Stores one record on the open shard owning `key`, if its limits allow; its sequence.

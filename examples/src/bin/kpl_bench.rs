@@ -2,13 +2,14 @@
 //! PutRecords calls, CPU-seconds per million user records and peak RSS of this process.
 //!
 //! ```text
-//! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--single-thread]
-//!           [--tasks N] [--endpoint URL | --fast]
+//! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--ordered]
+//!           [--single-thread] [--tasks N] [--endpoint URL | --fast]
 //! ```
 //!
 //! `--single-thread` runs everything (the feeding loop, the producer, the SDK) on one thread: the
 //! CPU per record without cross-core traffic, and much less noise between runs. `--tasks N`
-//! puts from N tasks at once (default 1), each awaiting its own results.
+//! puts from N tasks at once (default 1), each awaiting its own results. `--ordered` turns on
+//! the producer's ordered mode (one Kinesis record in flight per shard).
 //!
 //! `--endpoint URL` measures against a real endpoint (kinesis-mock from scripts/local-aws.sh);
 //! `--fast` starts this same binary as a child process serving a minimal in-memory Kinesis
@@ -49,6 +50,7 @@ struct Args {
     size: usize,
     shards: u32,
     aggregation: bool,
+    ordered: bool,
     endpoint: Option<String>,
     fast: bool,
     single_thread: bool,
@@ -62,6 +64,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
         size: 100,
         shards: 64,
         aggregation: true,
+        ordered: false,
         endpoint: None,
         fast: false,
         single_thread: false,
@@ -76,6 +79,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--size" => a.size = value()?.parse()?,
             "--shards" => a.shards = value()?.parse()?,
             "--no-aggregation" => a.aggregation = false,
+            "--ordered" => a.ordered = true,
             "--endpoint" => a.endpoint = Some(value()?),
             "--fast" => a.fast = true,
             "--single-thread" => a.single_thread = true,
@@ -158,6 +162,7 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
     let kinesis = client(endpoint).await;
     let config = ProducerConfig::default()
         .aggregation_enabled(args.aggregation)
+        .ordered(args.ordered)
         .request_timeout(Duration::from_secs(60))
         .record_ttl(Duration::from_secs(600));
     let producer = Producer::with_client(&kinesis, config)?;
@@ -193,10 +198,11 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
 
     let n = args.records as f64;
     println!(
-        "records={} size={}B aggregation={} shards={} allocator={ALLOCATOR_NAME} runtime={} endpoint={}",
+        "records={} size={}B aggregation={} ordered={} shards={} allocator={ALLOCATOR_NAME} runtime={} endpoint={}",
         args.records,
         args.size,
         args.aggregation,
+        args.ordered,
         args.shards,
         if args.single_thread {
             "single-thread"

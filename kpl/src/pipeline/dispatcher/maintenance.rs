@@ -6,6 +6,8 @@ use super::*;
 impl Dispatcher {
     /// Scheduled work: periodic map refreshes, and publishing the rates of slowed shards.
     pub(super) fn tick(&mut self, now: Instant) {
+        let (records, bytes) = self.capacity.outstanding();
+        kpl_metrics::pending(records, bytes);
         for entry in self.streams.all() {
             let last = *self.last_refresh.entry(entry.id.clone()).or_insert(now);
             if now.saturating_duration_since(last) >= self.config.shard_map_refresh_interval {

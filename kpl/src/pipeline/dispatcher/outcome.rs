@@ -285,6 +285,12 @@ impl Dispatcher {
             self.congested(started, now);
         }
         tracing::debug!(code = %error.code, message = %error.message, ?class, "PutRecords call failed");
+        if error.code == "ResourceNotFoundException"
+            && let Some(entry) = records.first().and_then(|r| self.entry_of(r))
+        {
+            // Deleted under us: later puts for it are refused at once.
+            entry.mark_deleted();
+        }
         for record in records {
             self.line_done(&record);
             kpl_metrics::error(&record.stream, &error.code);
