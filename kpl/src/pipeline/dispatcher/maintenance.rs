@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Listings per map refresh before it is given up (the next use or tick starts another).
+const REFRESH_ATTEMPTS: usize = 5;
+/// The refresh back-off's first cap and its ceiling.
+const REFRESH_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
 impl Dispatcher {
     /// Scheduled work: periodic map refreshes, and publishing the rates of slowed shards.
     pub(super) fn tick(&mut self, now: Instant) {
@@ -46,8 +51,11 @@ impl Dispatcher {
         let api = self.api.clone();
         let entry = entry.clone();
         self.refreshes.spawn(async move {
-            let mut wait = Duration::from_secs(1);
-            for _ in 0..5 {
+            // The shared jittered back-off: up to 1 s, then 2, 4, 8 s.
+            let config = kinesis_retry::BackoffConfig::new(REFRESH_BACKOFF.0, REFRESH_BACKOFF.1)
+                .expect("valid constants");
+            let mut backoff = kinesis_retry::Backoff::new(config);
+            for _ in 0..REFRESH_ATTEMPTS {
                 match list(&*api, &entry, all).await {
                     Ok(map) => {
                         entry.set_map(map);
@@ -55,8 +63,8 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         tracing::warn!(stream = %entry.id, code = e.code(), message = %e.message(), "shard map refresh failed");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait.mul_f64(1.5)).min(Duration::from_secs(30));
+                        let delay = backoff.next_delay(&mut rand::rng());
+                        tokio::time::sleep(delay).await;
                     }
                 }
             }
