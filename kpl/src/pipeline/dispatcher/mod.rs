@@ -65,6 +65,8 @@ struct ShardQueue {
     /// Ordered mode: user records of this line to re-send before anything else, and when.
     redo: Vec<Pending>,
     redo_at: Option<Instant>,
+    /// The limiter held its front record back since the queue was last empty.
+    rate_limited: bool,
 }
 
 impl ShardQueue {
@@ -75,6 +77,7 @@ impl ShardQueue {
             in_flight: false,
             redo: Vec::new(),
             redo_at: None,
+            rate_limited: false,
         }
     }
 
@@ -286,19 +289,32 @@ impl Dispatcher {
         // Taken out and put back: no key is cloned (a clone would touch the stream name's
         // reference count, which callers' threads change with every record).
         let ordered = self.config.ordered;
+        let linger = self.config.record_max_buffered_time;
         let mut busy = std::mem::take(&mut self.busy_shards);
         busy.retain(|key| {
             let Some(q) = self.shards.get_mut(key) else {
                 return false;
             };
             while let Some(front) = q.queue.front() {
-                if !q.may_send(ordered) || !q.limiter.try_acquire(now, front.size()) {
+                if !q.may_send(ordered) {
                     break;
                 }
-                if let Some(record) = q.queue.pop_front() {
+                if !q.limiter.try_acquire(now, front.size()) {
+                    q.rate_limited = true;
+                    break;
+                }
+                if let Some(mut record) = q.queue.pop_front() {
+                    if q.rate_limited {
+                        // Released at the shard's rate, one by one: a call per record would cost
+                        // more than the wait to share one (the shard is the bottleneck anyway).
+                        record.send_by = record.send_by.max(now + linger);
+                    }
                     q.in_flight = ordered;
                     self.collector.push(record);
                 }
+            }
+            if q.queue.is_empty() {
+                q.rate_limited = false;
             }
             // A line waiting for its record in flight is woken by that record's result.
             q.redo_at.is_some() || (!q.queue.is_empty() && !q.in_flight)
