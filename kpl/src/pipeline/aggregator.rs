@@ -56,7 +56,7 @@ pub(crate) struct Aggregator {
 }
 
 /// At most this many emptied builders (and record lists) are kept.
-const SPARE_BUILDERS: usize = 16;
+const SPARE_BUILDERS: usize = 512;
 
 impl Aggregator {
     pub(crate) fn new(enabled: bool, max_size: usize, max_count: usize, linger: Duration) -> Self {
@@ -132,7 +132,10 @@ impl Aggregator {
         self.by_deadline.insert((send_by, id), shard.slot);
         let (bytes, count) = self.typical;
         let mut builder = self.spare.pop().unwrap_or_else(|| {
-            AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size))
+            let mut builder =
+                AggregateBuilder::with_capacity((bytes + bytes / 8).min(self.max_size));
+            builder.reserve_keys(count + count / 8, (count + count / 8) * pk.len());
+            builder
         });
         builder.add(pk, ehk, &p.record.data[..]);
         let mut records = self
