@@ -4,7 +4,8 @@
 # 100 B records with aggregation:
 #   - record count: 100k, 1M and 5M records on 64 shards (memory should not grow with it);
 #   - shard count: 4, 64 and 512 shards at 1M records (cost per record should not grow);
-#   - ordered mode off and on for each of those;
+#   - ordered mode off and on for each of those, and at a 20 ms round trip with and without
+#     aggregation (where its one call per shard at a time costs throughput);
 # then 1 KiB records, the one-thread runtime and mimalloc for comparison, and kinesis-mock
 # (started by with-local-aws.sh) as a real endpoint. One line per case: CPU-seconds per million
 # user records (the producer's share, the harness subtracted, and the total) and peak RSS.
@@ -21,8 +22,8 @@ summary() {
   awk '
     /^(records|elapsed_s|kinesis_records|cpu_s)=/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] } }
     /^cpu_s=/ {
-      printf "%-8s %-6s shards=%-4s ordered=%-5s %-13s %-8s | cpu_s_per_M=%-6s producer_only=%-6s peak_rss_mib=%-6s user_records_per_s=%s failed=%s\n",
-        c["records"], c["size"], c["shards"], c["ordered"], c["runtime"], c["allocator"],
+      printf "%-8s %-6s shards=%-4s ordered=%-5s aggregation=%-5s %-13s %-8s %s | cpu_s_per_M=%-6s producer_only=%-6s peak_rss_mib=%-6s user_records_per_s=%s failed=%s\n",
+        c["records"], c["size"], c["shards"], c["ordered"], c["aggregation"], c["runtime"], c["allocator"], c["endpoint"],
         c["cpu_s_per_million_user_records"], c["producer_only"], c["peak_rss_mib"], c["user_records_per_s"], c["failed"]
     }'
 }
@@ -37,6 +38,12 @@ for ordered in "" --ordered; do
     run target/release/kpl_bench_system --fast $ordered --records 1000000 --size 100 --shards $shards
   done
 done
+echo "== what ordered mode costs at a 20 ms round trip (64 shards, 200k records)"
+for ordered in "" --ordered; do
+  run target/release/kpl_bench_system --fast --latency-ms 20 $ordered --records 200000 --size 100 --shards 64
+done
+run target/release/kpl_bench_system --fast --latency-ms 20 --no-aggregation --records 200000 --size 100 --shards 64
+run target/release/kpl_bench_system --fast --latency-ms 20 --no-aggregation --ordered --records 20000 --size 100 --shards 64
 echo "== 1 KiB records, one thread, mimalloc"
 run target/release/kpl_bench_system --fast --records 200000 --size 1024 --shards 64
 run target/release/kpl_bench_system --fast --single-thread --records 1000000 --size 100 --shards 64

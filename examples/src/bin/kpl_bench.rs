@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--ordered]
-//!           [--single-thread] [--tasks N] [--endpoint URL | --fast]
+//!           [--single-thread] [--tasks N] [--endpoint URL | --fast [--latency-ms MS]]
 //! ```
 //!
 //! `--single-thread` runs everything (the feeding loop, the producer, the SDK) on one thread: the
@@ -14,7 +14,9 @@
 //! `--endpoint URL` measures against a real endpoint (kinesis-mock from scripts/local-aws.sh);
 //! `--fast` starts this same binary as a child process serving a minimal in-memory Kinesis
 //! (ListShards and PutRecords only, nothing stored) on a loopback port, so the producer's own
-//! ceiling shows and the server's CPU is not counted. CPU time and peak RSS come from
+//! ceiling shows and the server's CPU is not counted; `--latency-ms` makes it answer each
+//! PutRecords that much later (a real endpoint's round trip, where ordered mode's one call per
+//! shard at a time shows its cost). CPU time and peak RSS come from
 //! `/proc/self/stat` and `/proc/self/status` (the same figures getrusage reports).
 
 use std::error::Error;
@@ -56,6 +58,7 @@ struct Args {
     single_thread: bool,
     tasks: usize,
     serve: Option<u32>,
+    latency_ms: u64,
 }
 
 fn args() -> Result<Args, Box<dyn Error>> {
@@ -70,6 +73,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
         single_thread: false,
         tasks: 1,
         serve: None,
+        latency_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +89,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--single-thread" => a.single_thread = true,
             "--tasks" => a.tasks = value()?.parse()?,
             "--serve-fast" => a.serve = Some(value()?.parse()?),
+            "--latency-ms" => a.latency_ms = value()?.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -107,12 +112,13 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 async fn bench(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.serve {
-        return serve_fast(shards).await;
+        return serve_fast(shards, args.latency_ms).await;
     }
     let mut child = None;
     let (endpoint, stream) = if args.fast {
         let mut c = std::process::Command::new(std::env::current_exe()?)
             .args(["--serve-fast", &args.shards.to_string()])
+            .args(["--latency-ms", &args.latency_ms.to_string()])
             .stdout(std::process::Stdio::piped())
             .spawn()?;
         let mut line = String::new();
@@ -210,9 +216,9 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
             "multi-thread"
         },
         if args.fast {
-            "fast (child process)"
+            format!("fast:{}ms", args.latency_ms)
         } else {
-            endpoint
+            endpoint.to_owned()
         }
     );
     println!(
@@ -285,7 +291,7 @@ async fn feed(
 
 /// A minimal Kinesis for the bench: ListShards answers `shards` even shards; PutRecords answers
 /// success for every entry on the shard owning its hash key. Nothing is stored.
-async fn serve_fast(shards: u32) -> Result<(), Box<dyn Error>> {
+async fn serve_fast(shards: u32, latency_ms: u64) -> Result<(), Box<dyn Error>> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     println!("http://{}", listener.local_addr()?);
     let width = u128::MAX / u128::from(shards);
@@ -318,6 +324,9 @@ async fn serve_fast(shards: u32) -> Result<(), Box<dyn Error>> {
                         .unwrap_or_default()
                         .to_owned();
                     let body = req.into_body().collect().await?.to_bytes();
+                    if latency_ms > 0 && target.ends_with(".PutRecords") {
+                        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+                    }
                     let answer = if target.ends_with(".ListShards") {
                         let shards: Vec<Value> = ranges
                             .iter()
