@@ -4,35 +4,17 @@
 //! back what the stream holds, deaggregated and filtered by each shard's hash-key range as a
 //! consumer would, instead of trusting the results.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{stored_in_order, stream, stream_with_limits, warmed_up};
 use kinesis_api::memory::{Faults, MemoryKinesis, ShardLimits};
-use kinesis_api::{IteratorStart, Kinesis, ShardFilter, StreamRef};
-use kinesis_format::{Deaggregated, HashKey, deaggregate};
+use kinesis_format::HashKey;
 use kpl::{Producer, ProducerConfig, PutErrorKind, UserRecord};
-
-fn stream(shards: u32) -> Arc<MemoryKinesis> {
-    stream_with_limits(shards, ShardLimits::default())
-}
-
-fn stream_with_limits(shards: u32, limits: ShardLimits) -> Arc<MemoryKinesis> {
-    let kinesis = MemoryKinesis::with_seed(7);
-    kinesis.set_limits(limits);
-    kinesis.create_stream("s", shards);
-    Arc::new(kinesis)
-}
-
-/// A producer that has learned the stream's shards (its first put), so faults injected after
-/// this hit PutRecords. (A producer that cannot list the shards fails its puts at once.)
-async fn warmed_up(kinesis: &Arc<MemoryKinesis>, config: ProducerConfig) -> Producer {
-    let producer = Producer::with_kinesis(kinesis.clone(), config).unwrap();
-    let first = UserRecord::new("s", "warm-up", Bytes::from_static(b"warm-up"));
-    producer.put(first).await.unwrap().await.unwrap();
-    producer
-}
 
 fn record(i: usize) -> UserRecord {
     UserRecord::new("s", format!("key-{}", i % 50), Bytes::from(i.to_string()))
@@ -56,54 +38,6 @@ async fn read_back(kinesis: &MemoryKinesis, whole_aggregates: bool) -> HashMap<S
         .into_iter()
         .map(|(shard, _, data)| (data, shard))
         .collect()
-}
-
-/// Every readable user record as (shard, partition key, data), each shard in stored order.
-async fn stored_in_order(
-    kinesis: &MemoryKinesis,
-    whole_aggregates: bool,
-) -> Vec<(String, String, String)> {
-    let s = StreamRef::new("s");
-    let mut out = Vec::new();
-    for shard in kinesis.list_shards(&s, ShardFilter::All).await.unwrap() {
-        let mut it = kinesis
-            .get_shard_iterator(&s, &shard.id, &IteratorStart::TrimHorizon)
-            .await
-            .unwrap();
-        loop {
-            let page = kinesis.get_records(&it, 10_000).await.unwrap();
-            for r in &page.records {
-                let mut keep = |key: HashKey, pk: &str, data: &Bytes| {
-                    if shard.range.contains(key) {
-                        let data = String::from_utf8_lossy(data).into_owned();
-                        out.push((shard.id.clone(), pk.to_owned(), data));
-                    }
-                };
-                match deaggregate(&r.data) {
-                    Deaggregated::Aggregated(subs) => {
-                        let outside = subs
-                            .iter()
-                            .any(|sub| !shard.range.contains(sub.hash_key().unwrap()));
-                        if whole_aggregates && outside {
-                            continue;
-                        }
-                        for sub in subs {
-                            keep(sub.hash_key().unwrap(), &sub.partition_key, &sub.data);
-                        }
-                    }
-                    Deaggregated::Raw(_) => {
-                        let key = HashKey::from_partition_key(&r.partition_key);
-                        keep(key, &r.partition_key, &r.data);
-                    }
-                }
-            }
-            match page.next_iterator {
-                Some(next) if !page.records.is_empty() => it = next,
-                _ => break,
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,70 +288,4 @@ async fn a_slow_endpoint_gets_fewer_calls_in_flight_and_more_once_it_recovers() 
         "the stored ones and the warm-up"
     );
     producer.shutdown().await;
-}
-
-/// Puts `n` records (40 keys, in bursts) while 30% of calls are throttled and 5% answer 500,
-/// waits for all, and counts records stored after a record of their key that was put later.
-async fn same_key_pairs_out_of_put_order(config: ProducerConfig, n: usize) -> usize {
-    let kinesis = stream(4);
-    let producer = warmed_up(&kinesis, config).await;
-    kinesis.set_faults(Faults {
-        throttle: 0.3,
-        internal_error: 0.05,
-        ..Faults::default()
-    });
-    let mut pending = Vec::new();
-    for i in 0..n {
-        let r = UserRecord::new("s", format!("key-{}", i % 40), Bytes::from(i.to_string()));
-        pending.push(producer.put(r).await.unwrap());
-        if i % 50 == 49 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    for (i, p) in pending.into_iter().enumerate() {
-        p.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
-    }
-    kinesis.set_faults(Faults::default());
-    producer.shutdown().await;
-    let mut last: HashMap<String, usize> = HashMap::new();
-    let mut out_of_order = 0;
-    let stored = stored_in_order(&kinesis, false).await;
-    assert_eq!(stored.len(), n + 1, "every record once, and the warm-up");
-    for (_, key, data) in stored {
-        let Ok(i) = data.parse::<usize>() else {
-            continue;
-        };
-        if let Some(before) = last.insert(key, i)
-            && before > i
-        {
-            out_of_order += 1;
-        }
-    }
-    out_of_order
-}
-
-#[tokio::test(start_paused = true)]
-async fn ordered_mode_stores_each_keys_records_in_put_order_through_throttling_and_errors() {
-    let config = || ProducerConfig::default().record_max_buffered_time(Duration::from_millis(20));
-    let unordered = same_key_pairs_out_of_put_order(config(), 3_000).await;
-    assert!(
-        unordered > 0,
-        "without ordered mode this fault mix reorders records"
-    );
-    let ordered = same_key_pairs_out_of_put_order(config().ordered(true), 3_000).await;
-    eprintln!(
-        "same-key records stored after a later one: {unordered} of 3,000 unordered, {ordered} ordered"
-    );
-    assert_eq!(ordered, 0, "ordered mode (unordered: {unordered} pairs)");
-}
-
-/// One record per round trip and shard, and a whole line waits out each back-off: fewer records
-/// (3,000 would outlast the 30 s TTL under this fault mix).
-#[tokio::test(start_paused = true)]
-async fn ordered_mode_without_aggregation_too() {
-    let config = ProducerConfig::default()
-        .record_max_buffered_time(Duration::from_millis(20))
-        .aggregation_enabled(false)
-        .ordered(true);
-    assert_eq!(same_key_pairs_out_of_put_order(config, 600).await, 0);
 }

@@ -304,9 +304,10 @@ impl Dispatcher {
                     break;
                 }
                 if let Some(mut record) = q.queue.pop_front() {
-                    if q.rate_limited {
+                    if q.rate_limited && !ordered {
                         // Released at the shard's rate, one by one: a call per record would cost
                         // more than the wait to share one (the shard is the bottleneck anyway).
+                        // Not in ordered mode, where the line waits for each call.
                         record.send_by = record.send_by.max(now + linger);
                     }
                     q.in_flight = ordered;
