@@ -44,8 +44,10 @@ for ordered in "" --ordered; do
 done
 run target/release/kpl_bench_system --fast --latency-ms 20 --no-aggregation --records 200000 --size 100 --shards 64
 run target/release/kpl_bench_system --fast --latency-ms 20 --no-aggregation --ordered --records 20000 --size 100 --shards 64
-echo "== 1 KiB records, one thread, mimalloc"
-run target/release/kpl_bench_system --fast --records 200000 --size 1024 --shards 64
+echo "== 1 KiB records at 4, 64 and 512 shards; one thread; mimalloc"
+for shards in 4 64 512; do
+  run target/release/kpl_bench_system --fast --records 200000 --size 1024 --shards $shards
+done
 run target/release/kpl_bench_system --fast --single-thread --records 1000000 --size 100 --shards 64
 run target/release/kpl_bench_mimalloc --fast --records 1000000 --size 100 --shards 64
 echo "== kinesis-mock"

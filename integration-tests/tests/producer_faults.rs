@@ -350,11 +350,27 @@ async fn with_defaults_slow_and_failing_calls_lose_nothing_and_store_few_duplica
         expired_but_stored, 0,
         "an Expired record is certainly not stored"
     );
-    // The bounds: under 1% of records with an unknown outcome, under 1% stored twice, and no
-    // storm of calls: at most one PutRecords call per 10 records. Measured: 355 to 1,104 calls
-    // and 16 to 42 duplicates; with the concurrency cut disabled, 5,764 calls.
+    // Every duplicate comes from an attempt whose outcome was unknown (timed out, or lost its
+    // connection): at most one extra copy each. A late call's records are all stored twice, so
+    // the count follows how many records the late calls carried (measured: 16 to 612 with 1% to
+    // 3% late calls); the bounds: under 1% of records with an unknown outcome, under 5% stored
+    // twice, and no storm of calls (at most one PutRecords call per 10 records; measured 355 to
+    // 1,104, and 5,764 with the concurrency cut disabled).
+    let unknown_attempts: usize = stored
+        .iter()
+        .map(|(_, o)| {
+            o.attempts()
+                .iter()
+                .filter(|a| a.error.as_ref().is_some_and(|e| e.outcome_unknown()))
+                .count()
+        })
+        .sum();
+    assert!(
+        duplicates <= unknown_attempts + indeterminate,
+        "{duplicates} duplicates, only {unknown_attempts} attempts with an unknown outcome"
+    );
     assert!(indeterminate * 100 <= N, "indeterminate {indeterminate}");
-    assert!(duplicates * 100 <= N, "duplicates {duplicates}");
+    assert!(duplicates * 20 <= N, "duplicates {duplicates}");
     assert!(
         stats.put_records_calls * 10 <= N as u64,
         "a storm of calls: {}",
