@@ -222,44 +222,38 @@ impl Dispatcher {
         let map = r.entry.map();
         let mut unknown = Vec::new();
         for l in landed {
-            match map.range_of(&l.shard_id) {
-                Some(range) => {
-                    // The Java KCL drops an aggregate whole when any of its records lies outside
-                    // the shard's range (its issue 343), so unless the shard owns them all, none
-                    // of them counts as stored: all are sent again (this crate's consumer then
-                    // sees the owned ones twice).
-                    let all_owned = l
-                        .record
-                        .user_records
-                        .iter()
-                        .all(|p| range.contains(p.hash_key));
-                    self.stored(
-                        l.record,
-                        &l.shard_id,
-                        &l.sequence_number,
-                        l.started,
-                        l.duration,
-                        |_| all_owned,
-                    )
+            let owned = match map.range_of(&l.shard_id) {
+                // The Java KCL drops an aggregate whole when any of its records lies outside the
+                // shard's range (its issue 343), so unless the shard owns them all, none of them
+                // counts as stored: all are sent again (this crate's consumer then sees the owned
+                // ones twice).
+                Some(range) => l
+                    .record
+                    .user_records
+                    .iter()
+                    .all(|p| range.contains(p.hash_key)),
+                None if !l.listed_all && r.ok => {
+                    unknown.push(Landed {
+                        listed_all: true,
+                        ..l
+                    });
+                    continue;
                 }
-                None if !l.listed_all && r.ok => unknown.push(Landed {
-                    listed_all: true,
-                    ..l
-                }),
                 None => {
                     // Still unknown after a full listing (or listings keep failing): the record is
                     // stored, so report it as such rather than risk a duplicate.
                     tracing::warn!(shard = %l.shard_id, "aggregate landed on a shard no listing shows; accepting it");
-                    self.stored(
-                        l.record,
-                        &l.shard_id,
-                        &l.sequence_number,
-                        l.started,
-                        l.duration,
-                        |_| true,
-                    );
+                    true
                 }
-            }
+            };
+            self.stored(
+                l.record,
+                &l.shard_id,
+                &l.sequence_number,
+                l.started,
+                l.duration,
+                |_| owned,
+            );
         }
         if !unknown.is_empty() {
             self.parked.insert(r.entry.id.clone(), unknown);
