@@ -31,3 +31,4 @@ pub(crate) mod retry;
 pub(crate) mod shard_map;
 pub(crate) mod slots;
 pub(crate) mod streams;
+pub(crate) mod unwind;

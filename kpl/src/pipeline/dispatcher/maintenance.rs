@@ -56,7 +56,11 @@ impl Dispatcher {
                 .expect("valid constants");
             let mut backoff = kinesis_retry::Backoff::new(config);
             for _ in 0..REFRESH_ATTEMPTS {
-                match list(&*api, &entry, all).await {
+                let listed = CatchUnwind::new(list(&*api, &entry, all)).await;
+                let listed = listed.unwrap_or_else(|panic| {
+                    Err(CallError::Other(format!("ListShards panicked: {panic}")))
+                });
+                match listed {
                     Ok(map) => {
                         entry.set_map(map);
                         return Refreshed { entry, ok: true };

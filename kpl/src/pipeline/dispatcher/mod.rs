@@ -24,6 +24,7 @@ use super::pending::{KinesisRecord, Pending, Retry, StreamId, seal_all};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
 use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
+use super::unwind::CatchUnwind;
 use crate::config::ProducerConfig;
 use crate::error::PutErrorKind;
 use crate::kinesis::{CallError, EntryResult, KinesisApi, PutEntry};
@@ -199,15 +200,18 @@ impl Dispatcher {
         loop {
             let wake = self.next_wake();
             tokio::select! {
+                // Both tasks catch panics of the calls they make, so a task fails only if it is
+                // cancelled (the runtime shutting down): nothing is left to act on then.
                 Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
                     match done {
                         Ok(completion) => self.on_completion(completion),
-                        Err(e) => tracing::error!(error = %e, "PutRecords task failed"),
+                        Err(e) => tracing::error!(error = %e, "PutRecords task ended without its records: their futures fail as Stopped"),
                     }
                 }
                 Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
-                    if let Ok(refreshed) = done {
-                        self.on_refreshed(refreshed);
+                    match done {
+                        Ok(refreshed) => self.on_refreshed(refreshed),
+                        Err(e) => tracing::error!(error = %e, "shard map refresh task ended without a result"),
                     }
                 }
                 open = self.commands.recv_all(&mut inbox), if !self.shutting_down => {
@@ -378,11 +382,14 @@ impl Dispatcher {
         self.requests.spawn(tracing::Instrument::instrument(
             async move {
                 let started = now;
-                let result =
-                    match tokio::time::timeout(timeout, api.put_records(&stream, entries)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(CallError::Timeout),
-                    };
+                let call = CatchUnwind::new(api.put_records(&stream, entries));
+                let result = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => {
+                        Err(CallError::Other(format!("PutRecords panicked: {panic}")))
+                    }
+                    Err(_) => Err(CallError::Timeout),
+                };
                 Completion {
                     records,
                     started,
