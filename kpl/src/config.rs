@@ -144,9 +144,9 @@ impl ProducerConfig {
         /// still reaches the shard's limits at small records; without aggregation it sends one
         /// record per round trip per shard. A record whose attempt timed out may have been
         /// stored, so its re-send can store a second copy after it (never before a later
-        /// record). Across a reshard, order holds for records put after the producer learned
-        /// of it; a record being retried while it happens may land after later records routed
-        /// to a child. Default false (the Java KPL's behaviour: no ordering across retries).
+        /// record). Across a split or merge too: a closed shard's records still on their way are
+        /// stored before the shards that took over its keys send anything. Default false (the
+        /// Java KPL's behaviour: no ordering across retries).
         ordered, get_ordered: bool
     );
     /// Largest user record, counted as Kinesis counts it: data + partition key (an explicit

@@ -76,6 +76,11 @@ impl ShardMap {
         self.known.get(shard_id).copied()
     }
 
+    /// Whether the shard is open in this map.
+    pub(crate) fn is_open(&self, shard_id: &str) -> bool {
+        self.open.iter().any(|(_, s)| &*s.id == shard_id)
+    }
+
     /// How many open shards the map has.
     #[cfg(test)]
     pub(crate) fn open_shards(&self) -> usize {

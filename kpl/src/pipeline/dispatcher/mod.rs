@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use foldhash::{HashMap, HashSet};
+use kinesis_format::HashKeyRange;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,11 +69,20 @@ struct ShardQueue {
     redo_at: Option<Instant>,
     /// The limiter held its front record back since the queue was last empty.
     rate_limited: bool,
+    /// Ordered mode: its record in flight landed on another shard and waits for a fresh map.
+    parked: bool,
+    /// Ordered mode: a fresh map showed its shard closed (handled once, see `reshard_lines`).
+    retired: bool,
+    /// The shard's hash-key range (all keys if the map did not know it).
+    range: HashKeyRange,
 }
 
 impl ShardQueue {
-    fn new(percent: u32) -> Self {
+    fn new(percent: u32, range: HashKeyRange) -> Self {
         ShardQueue {
+            parked: false,
+            retired: false,
+            range,
             limiter: ShardLimiter::new(percent, Instant::now()),
             queue: VecDeque::new(),
             in_flight: false,
@@ -84,7 +94,12 @@ impl ShardQueue {
 
     /// Whether the line may send its front record now (ordered mode: nothing else on its way).
     fn may_send(&self, ordered: bool) -> bool {
-        !ordered || (!self.in_flight && self.redo_at.is_none())
+        !ordered || (!self.in_flight && !self.parked && self.redo_at.is_none())
+    }
+
+    /// Ordered mode: whether records of this line are still on their way or waiting.
+    fn outstanding(&self) -> bool {
+        self.in_flight || self.parked || !self.queue.is_empty() || !self.redo.is_empty()
     }
 }
 
@@ -141,6 +156,9 @@ pub(crate) struct Dispatcher {
     flushing: bool,
     shutting_down: bool,
     rng: StdRng,
+    /// Ordered mode: per stream, the lines of shards closed by a reshard that still have records
+    /// on their way; a line whose range overlaps one of them waits (see `ordered.rs`).
+    stale: HashMap<StreamId, Vec<(HashKeyRange, Arc<str>)>>,
     /// Calls allowed in flight (cut when the endpoint is slow or failing).
     concurrency: crate::pipeline::concurrency::Concurrency,
 }
@@ -190,6 +208,7 @@ impl Dispatcher {
             flushing: false,
             shutting_down: false,
             rng: StdRng::from_rng(&mut rand::rng()),
+            stale: HashMap::default(),
             concurrency,
         }
     }
@@ -294,13 +313,22 @@ impl Dispatcher {
         // reference count, which callers' threads change with every record).
         let ordered = self.config.ordered;
         let linger = self.config.record_max_buffered_time;
+        if ordered {
+            self.prune_stale();
+        }
         let mut busy = std::mem::take(&mut self.busy_shards);
         busy.retain(|key| {
             let Some(q) = self.shards.get_mut(key) else {
                 return false;
             };
+            let behind_a_parent = ordered
+                && self.stale.get(&key.0).is_some_and(|stale| {
+                    stale
+                        .iter()
+                        .any(|(range, shard)| *shard != key.1 && ordered::overlap(range, &q.range))
+                });
             while let Some(front) = q.queue.front() {
-                if !q.may_send(ordered) {
+                if !q.may_send(ordered) || behind_a_parent {
                     break;
                 }
                 if !q.limiter.try_acquire(now, front.size()) {

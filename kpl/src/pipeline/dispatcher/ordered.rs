@@ -3,17 +3,90 @@
 //! sent again wait at the front of their line (after their back-off) and are rebuilt into
 //! aggregates there, so nothing put later is stored before them.
 //!
+//! Across a reshard: when a fresh map shows that a line's shard closed, the line's records not
+//! yet sent (and the open aggregates) are rebuilt for the children, in order, behind what the
+//! closed shard still has on its way, and every line whose range overlaps a closed shard's with
+//! records still on their way (in flight, landed on another shard, or to be re-sent) waits
+//! until they are stored: a child never stores a key's record before its parent's.
+//!
 //! Records with no predicted shard (the map has a gap) are not in any line and are not ordered.
+
+use kinesis_format::HashKey;
 
 use super::*;
 
 impl Dispatcher {
     /// The queue of a shard, created on first use.
     pub(super) fn line(&mut self, key: &ShardKey) -> &mut ShardQueue {
-        let percent = self.config.rate_limit_percent;
-        self.shards
-            .entry(key.clone())
-            .or_insert_with(|| ShardQueue::new(percent))
+        if !self.shards.contains_key(key) {
+            let range = self
+                .entry(&key.0)
+                .and_then(|entry| entry.map().range_of(&key.1))
+                .unwrap_or(ALL_KEYS);
+            let q = ShardQueue::new(self.config.rate_limit_percent, range);
+            self.shards.insert(key.clone(), q);
+        }
+        self.shards.get_mut(key).expect("inserted above")
+    }
+
+    /// A fresh map of `stream` arrived: lines of shards it shows closed send nothing more under
+    /// their old prediction. Their queued records (and every open aggregate) are rebuilt for the
+    /// children, and the lines that still have records on their way hold back the lines they
+    /// overlap.
+    pub(super) fn reshard_lines(&mut self, stream: &StreamId, map: &ShardMap) {
+        let just_closed = |(s, shard): &ShardKey, q: &ShardQueue| {
+            s == stream && !q.retired && !map.is_open(shard)
+        };
+        if !self.shards.iter().any(|(key, q)| just_closed(key, q)) {
+            return;
+        }
+        // Records routed before the map changed may wait in open aggregates of a closed shard.
+        let mut open_aggregates = Vec::new();
+        self.aggregator.close_all(&mut open_aggregates);
+        self.enqueue(open_aggregates);
+        let closed: Vec<ShardKey> = self
+            .shards
+            .iter()
+            .filter(|(key, q)| just_closed(key, q))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let now = Instant::now();
+        for key in closed {
+            let Some(q) = self.shards.get_mut(&key) else {
+                continue;
+            };
+            q.retired = true;
+            let range = q.range;
+            let queued: Vec<Pending> = q
+                .queue
+                .drain(..)
+                .flat_map(|record| record.user_records)
+                .collect();
+            let outstanding = q.outstanding() || !queued.is_empty();
+            for p in queued {
+                self.redo(key.clone(), now, p);
+            }
+            if outstanding {
+                let stale = self.stale.entry(stream.clone()).or_default();
+                stale.push((range, key.1));
+            }
+        }
+    }
+
+    /// Forgets closed shards' lines that have nothing on its way any more.
+    pub(super) fn prune_stale(&mut self) {
+        if self.stale.is_empty() {
+            return;
+        }
+        let shards = &self.shards;
+        self.stale.retain(|stream, lines| {
+            lines.retain(|(_, shard)| {
+                shards
+                    .get(&(stream.clone(), shard.clone()))
+                    .is_some_and(ShardQueue::outstanding)
+            });
+            !lines.is_empty()
+        });
     }
 
     /// The line a record's re-sends go back to: its predicted shard's, in ordered mode.
@@ -27,11 +100,26 @@ impl Dispatcher {
 
     /// A record's result is in (or it expired before it was sent): its line may move on.
     pub(super) fn line_done(&mut self, record: &KinesisRecord) {
+        if let Some(key) = self.ordered_line(record) {
+            self.line_key_done(key);
+        }
+    }
+
+    pub(super) fn line_key_done(&mut self, key: ShardKey) {
+        if let Some(q) = self.shards.get_mut(&key) {
+            q.in_flight = false;
+            q.parked = false;
+            self.busy_shards.insert(key);
+        }
+    }
+
+    /// Ordered mode: the line's record landed on another shard and waits for a fresh map; the
+    /// line stays busy with it until then.
+    pub(super) fn line_parked(&mut self, record: &KinesisRecord) {
         if let Some(key) = self.ordered_line(record)
             && let Some(q) = self.shards.get_mut(&key)
         {
-            q.in_flight = false;
-            self.busy_shards.insert(key);
+            q.parked = true;
         }
     }
 
@@ -93,4 +181,15 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Every hash key: the range of a line whose shard the map does not know.
+const ALL_KEYS: HashKeyRange = HashKeyRange {
+    start: HashKey::MIN,
+    end: HashKey(u128::MAX),
+};
+
+/// Whether two hash-key ranges share a key.
+pub(super) fn overlap(a: &HashKeyRange, b: &HashKeyRange) -> bool {
+    a.start <= b.end && b.start <= a.end
 }

@@ -192,6 +192,7 @@ impl Dispatcher {
             return;
         }
         tracing::debug!(stream = %record.stream, predicted = ?record.predicted_shard, actual = %shard_id, "aggregate landed on an unexpected shard");
+        self.line_parked(&record);
         let stream = record.stream.clone();
         self.parked.entry(stream).or_default().push(Landed {
             record,
@@ -216,10 +217,13 @@ impl Dispatcher {
             Counters::add(&self.counters.shard_map_refreshes, 1);
             self.last_refresh.insert(r.entry.id.clone(), Instant::now());
         }
+        let map = r.entry.map();
+        if self.config.ordered && r.ok {
+            self.reshard_lines(&r.entry.id, &map);
+        }
         let Some(landed) = self.parked.remove(&r.entry.id) else {
             return;
         };
-        let map = r.entry.map();
         let mut unknown = Vec::new();
         for l in landed {
             let owned = match map.range_of(&l.shard_id) {
@@ -246,6 +250,7 @@ impl Dispatcher {
                     true
                 }
             };
+            let line = self.ordered_line(&l.record);
             self.stored(
                 l.record,
                 &l.shard_id,
@@ -254,6 +259,9 @@ impl Dispatcher {
                 l.duration,
                 |_| owned,
             );
+            if let Some(line) = line {
+                self.line_key_done(line);
+            }
         }
         if !unknown.is_empty() {
             self.parked.insert(r.entry.id.clone(), unknown);
