@@ -2,7 +2,7 @@
 //! through aggregator → limiter → collector, starts PutRecords calls, and turns their results
 //! into resolved futures, retries, map refreshes and re-sends.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashSet};
 use kinesis_format::HashKeyRange;
@@ -20,7 +20,6 @@ use super::capacity::{Capacity, bytes_of};
 use super::collector::Collector;
 use super::epochs::Epochs;
 use super::inbox::Inbox;
-use super::limiter::ShardLimiter;
 use super::pending::{KinesisRecord, Pending, Retry, StreamId, seal_all};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
@@ -31,8 +30,10 @@ use crate::error::PutErrorKind;
 use crate::kinesis::{CallError, EntryResult, KinesisApi, PutEntry};
 use crate::record::{Attempt, AttemptError, StoredAt};
 use crate::stats::{Counters, kpl_metrics};
+use line::ShardQueue;
 
 mod intake;
+mod line;
 mod maintenance;
 mod ordered;
 mod outcome;
@@ -57,51 +58,6 @@ pub(crate) const COMMAND_BATCH: usize = 4096;
 const TICK: Duration = Duration::from_secs(1);
 
 type ShardKey = (StreamId, Arc<str>);
-
-#[derive(Debug)]
-struct ShardQueue {
-    limiter: ShardLimiter,
-    queue: VecDeque<KinesisRecord>,
-    /// Ordered mode: a record of this line is on its way (collected or in a call).
-    in_flight: bool,
-    /// Ordered mode: user records of this line to re-send before anything else, and when.
-    redo: Vec<Pending>,
-    redo_at: Option<Instant>,
-    /// The limiter held its front record back since the queue was last empty.
-    rate_limited: bool,
-    /// Ordered mode: its record in flight landed on another shard and waits for a fresh map.
-    parked: bool,
-    /// Ordered mode: a fresh map showed its shard closed (handled once, see `reshard_lines`).
-    retired: bool,
-    /// The shard's hash-key range (all keys if the map did not know it).
-    range: HashKeyRange,
-}
-
-impl ShardQueue {
-    fn new(percent: u32, range: HashKeyRange) -> Self {
-        ShardQueue {
-            parked: false,
-            retired: false,
-            range,
-            limiter: ShardLimiter::new(percent, Instant::now()),
-            queue: VecDeque::new(),
-            in_flight: false,
-            redo: Vec::new(),
-            redo_at: None,
-            rate_limited: false,
-        }
-    }
-
-    /// Whether the line may send its front record now (ordered mode: nothing else on its way).
-    fn may_send(&self, ordered: bool) -> bool {
-        !ordered || (!self.in_flight && !self.parked && self.redo_at.is_none())
-    }
-
-    /// Ordered mode: whether records of this line are still on their way or waiting.
-    fn outstanding(&self) -> bool {
-        self.in_flight || self.parked || !self.queue.is_empty() || !self.redo.is_empty()
-    }
-}
 
 /// A finished PutRecords call.
 #[derive(Debug)]
