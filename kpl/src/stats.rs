@@ -243,10 +243,24 @@ pub(crate) mod kpl_metrics {
         histogram!("RequestTime", "stream" => stream).record(s.request_time_ms);
     }
 
-    pub(crate) fn error(stream: &str, code: &str) {
-        counter!("ErrorsByCode", "stream" => stream.to_owned(), "code" => code.to_owned())
-            .increment(1);
+    /// A failed attempt; `shard` is the predicted shard of a record refused on its own (a
+    /// whole call's failure has none).
+    pub(crate) fn error(stream: &str, shard: Option<&str>, code: &str) {
+        let mut labels = vec![
+            metrics::Label::new("stream", stream.to_owned()),
+            metrics::Label::new("code", code.to_owned()),
+        ];
+        if let Some(shard) = shard {
+            labels.push(metrics::Label::new("shard", shard.to_owned()));
+        }
+        counter!("ErrorsByCode", labels).increment(1);
         counter!("AllErrors", "stream" => stream.to_owned()).increment(1);
+    }
+
+    /// The rate in force on a shard slowed by throttling, in percent of its limits.
+    pub(crate) fn shard_rate(stream: &str, shard: &str, percent: f64) {
+        gauge!("ShardRateLimitPercent", "stream" => stream.to_owned(), "shard" => shard.to_owned())
+            .set(percent);
     }
 
     pub(crate) fn expired(stream: &str) {

@@ -32,8 +32,10 @@ impl Dispatcher {
                 let current = q.limiter.rate_percent(percent);
                 if current >= f64::from(percent) {
                     rates.remove(&name);
+                    kpl_metrics::shard_rate(stream, shard, f64::from(percent));
                 } else {
                     *rate = current;
+                    kpl_metrics::shard_rate(stream, shard, current);
                 }
             }
         }

@@ -65,7 +65,7 @@ impl Dispatcher {
                     if code == "InternalFailure" {
                         self.congested(c.started, now);
                     }
-                    kpl_metrics::error(&record.stream, &code);
+                    kpl_metrics::error(&record.stream, record.predicted_shard.as_deref(), &code);
                     if class == Class::Throttled {
                         Counters::add(&self.counters.throttled, 1);
                         self.slow_down(&record, now);
@@ -295,7 +295,7 @@ impl Dispatcher {
         }
         for record in records {
             self.line_done(&record);
-            kpl_metrics::error(&record.stream, &error.code);
+            kpl_metrics::error(&record.stream, None, &error.code);
             if class == Class::Throttled {
                 Counters::add(&self.counters.throttled, 1);
                 self.slow_down(&record, now);
