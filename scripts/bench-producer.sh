@@ -38,6 +38,9 @@ for ordered in "" --ordered; do
     run target/release/kpl_bench_system --fast $ordered --records 1000000 --size 100 --shards $shards
   done
 done
+echo "== the pipeline alone: an in-process Kinesis without I/O (no SDK, HTTP or signing), 1M x 100 B, 64 shards"
+run target/release/kpl_bench_system --null --records 1000000 --size 100 --shards 64
+run target/release/kpl_bench_system --null --single-thread --records 1000000 --size 100 --shards 64
 echo "== what ordered mode costs at a 20 ms round trip (64 shards, 200k records)"
 for ordered in "" --ordered; do
   run target/release/kpl_bench_system --fast --latency-ms 20 $ordered --records 200000 --size 100 --shards 64

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! kpl_bench [--records N] [--size BYTES] [--shards N] [--no-aggregation] [--ordered]
-//!           [--single-thread] [--tasks N] [--endpoint URL | --fast [--latency-ms MS]]
+//!           [--single-thread] [--tasks N] [--endpoint URL | --fast [--latency-ms MS] | --null]
 //! ```
 //!
 //! `--single-thread` runs everything (the feeding loop, the producer, the SDK) on one thread: the
@@ -16,7 +16,9 @@
 //! (ListShards and PutRecords only, nothing stored) on a loopback port, so the producer's own
 //! ceiling shows and the server's CPU is not counted; `--latency-ms` makes it answer each
 //! PutRecords that much later (a real endpoint's round trip, where ordered mode's one call per
-//! shard at a time shows its cost). CPU time and peak RSS come from
+//! shard at a time shows its cost). `--null` runs the producer on an in-process `Kinesis` that
+//! answers PutRecords at once without any I/O (no SDK, no HTTP, no signing): the pipeline's own
+//! cost, to compare with `--fast`. CPU time and peak RSS come from
 //! `/proc/self/stat` and `/proc/self/status` (the same figures getrusage reports).
 
 use std::error::Error;
@@ -55,6 +57,7 @@ struct Args {
     ordered: bool,
     endpoint: Option<String>,
     fast: bool,
+    null: bool,
     single_thread: bool,
     tasks: usize,
     serve: Option<u32>,
@@ -70,6 +73,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
         ordered: false,
         endpoint: None,
         fast: false,
+        null: false,
         single_thread: false,
         tasks: 1,
         serve: None,
@@ -86,6 +90,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--ordered" => a.ordered = true,
             "--endpoint" => a.endpoint = Some(value()?),
             "--fast" => a.fast = true,
+            "--null" => a.null = true,
             "--single-thread" => a.single_thread = true,
             "--tasks" => a.tasks = value()?.parse()?,
             "--serve-fast" => a.serve = Some(value()?.parse()?),
@@ -113,6 +118,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 async fn bench(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.serve {
         return serve_fast(shards, args.latency_ms).await;
+    }
+    if args.null {
+        return run(&args, "null", "bench").await;
     }
     let mut child = None;
     let (endpoint, stream) = if args.fast {
@@ -165,13 +173,16 @@ async fn create_stream(endpoint: &str, shards: u32) -> Result<String, Box<dyn Er
 }
 
 async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Error>> {
-    let kinesis = client(endpoint).await;
     let config = ProducerConfig::default()
         .aggregation_enabled(args.aggregation)
         .ordered(args.ordered)
         .request_timeout(Duration::from_secs(60))
         .record_ttl(Duration::from_secs(600));
-    let producer = Producer::with_client(&kinesis, config)?;
+    let producer = if args.null {
+        Producer::with_kinesis(Arc::new(NullKinesis::new(args.shards)), config)?
+    } else {
+        Producer::with_client(&client(endpoint).await, config)?
+    };
     let data = Bytes::from(vec![b'x'; args.size]);
     // One shared stream name: UserRecord::new takes an Arc<str> without allocating.
     let stream: Arc<str> = Arc::from(stream);
@@ -215,7 +226,9 @@ async fn run(args: &Args, endpoint: &str, stream: &str) -> Result<(), Box<dyn Er
         } else {
             "multi-thread"
         },
-        if args.fast {
+        if args.null {
+            "null".to_owned()
+        } else if args.fast {
             format!("fast:{}ms", args.latency_ms)
         } else {
             endpoint.to_owned()
@@ -372,6 +385,95 @@ async fn serve_fast(shards: u32, latency_ms: u64) -> Result<(), Box<dyn Error>> 
                 .serve_connection(TokioIo::new(socket), service)
                 .await;
         });
+    }
+}
+
+/// A Kinesis without I/O for `--null`: the in-memory Kinesis lists the shards; PutRecords answers
+/// every entry as stored on the shard owning its hash key, storing nothing.
+#[derive(Debug)]
+struct NullKinesis {
+    listing: kinesis_api::memory::MemoryKinesis,
+    ranges: Vec<(u128, String)>,
+    sequence: AtomicU64,
+}
+
+impl NullKinesis {
+    fn new(shards: u32) -> Self {
+        let listing = kinesis_api::memory::MemoryKinesis::with_seed(1);
+        listing.create_stream("bench", shards);
+        let width = u128::MAX / u128::from(shards);
+        let ranges = (0..u128::from(shards))
+            .map(|i| {
+                let end = if i + 1 == u128::from(shards) {
+                    u128::MAX
+                } else {
+                    (i + 1) * width - 1
+                };
+                (end, format!("shardId-{i:012}"))
+            })
+            .collect();
+        NullKinesis {
+            listing,
+            ranges,
+            sequence: AtomicU64::new(1),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl kinesis_api::Kinesis for NullKinesis {
+    async fn describe_stream_summary(
+        &self,
+        stream: &kinesis_api::StreamRef,
+    ) -> Result<kinesis_api::StreamSummary, kinesis_api::AwsError> {
+        self.listing.describe_stream_summary(stream).await
+    }
+
+    async fn list_shards(
+        &self,
+        stream: &kinesis_api::StreamRef,
+        filter: kinesis_api::ShardFilter,
+    ) -> Result<Vec<kinesis_api::Shard>, kinesis_api::AwsError> {
+        self.listing.list_shards(stream, filter).await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &kinesis_api::StreamRef,
+        shard_id: &str,
+        start: &kinesis_api::IteratorStart,
+    ) -> Result<String, kinesis_api::AwsError> {
+        self.listing
+            .get_shard_iterator(stream, shard_id, start)
+            .await
+    }
+
+    async fn get_records(
+        &self,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<kinesis_api::RecordsPage, kinesis_api::AwsError> {
+        self.listing.get_records(iterator, limit).await
+    }
+
+    async fn put_records(
+        &self,
+        _stream: &kinesis_api::StreamRef,
+        entries: Vec<kinesis_api::PutEntry>,
+    ) -> Result<Vec<kinesis_api::PutResult>, kinesis_api::AwsError> {
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let key = HashKey::for_record(&e.partition_key, e.explicit_hash_key.as_deref())
+                    .unwrap_or(HashKey(0));
+                let i = self.ranges.partition_point(|(end, _)| *end < key.0);
+                let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                kinesis_api::PutResult::Stored {
+                    shard_id: self.ranges[i.min(self.ranges.len() - 1)].1.clone(),
+                    sequence_number: seq.to_string(),
+                }
+            })
+            .collect())
     }
 }
 
