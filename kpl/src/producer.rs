@@ -177,7 +177,7 @@ impl Producer {
             Ok(hash_key) => hash_key,
             Err(kind) => return Ok(Err(refuse(kind, record))),
         };
-        let size = record.data.len() + record.partition_key.len();
+        let size = record.kinesis_size();
         if size > DEFAULT_RECORD_LIMIT || !self.inner.streams.is_loaded(&record.stream) {
             return Err(record);
         }
@@ -208,7 +208,7 @@ impl Producer {
         streams
             .ensure_loaded(&record.stream, api, self.inner.config.record_ttl)
             .await?;
-        let size = record.data.len() + record.partition_key.len();
+        let size = record.kinesis_size();
         if size > DEFAULT_RECORD_LIMIT {
             let cap = self.inner.config.max_user_record_size;
             let max = streams.record_limit(&record.stream, api, cap, size).await;
@@ -235,7 +235,7 @@ impl Producer {
             None => HashKey::MIN,
         };
         // Above 1 MiB, the stream's own limit decides too (see `admit`).
-        let size = record.data.len() + record.partition_key.len();
+        let size = record.kinesis_size();
         let config = &self.inner.config;
         let max = config
             .max_user_record_size

@@ -59,12 +59,15 @@ impl UserRecord {
         &self.data
     }
 
-    /// What the record counts against Kinesis' record size limit and the producer's byte bound:
-    /// data plus partition key (and explicit hash key) bytes.
+    /// What the record counts against the producer's byte bound (`max_outstanding_bytes`):
+    /// data, partition key and explicit hash key bytes.
     pub fn size(&self) -> usize {
-        self.data.len()
-            + self.partition_key.len()
-            + self.explicit_hash_key.as_ref().map_or(0, String::len)
+        self.kinesis_size() + self.explicit_hash_key.as_ref().map_or(0, String::len)
+    }
+
+    /// What Kinesis counts against its record size limit: data plus partition key.
+    pub(crate) fn kinesis_size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
     }
 }
 

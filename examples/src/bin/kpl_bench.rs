@@ -307,21 +307,7 @@ async fn feed(
 async fn serve_fast(shards: u32, latency_ms: u64) -> Result<(), Box<dyn Error>> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     println!("http://{}", listener.local_addr()?);
-    let width = u128::MAX / u128::from(shards);
-    let ranges: Arc<Vec<(u128, u128)>> = Arc::new(
-        (0..u128::from(shards))
-            .map(|i| {
-                (
-                    i * width,
-                    if i + 1 == u128::from(shards) {
-                        u128::MAX
-                    } else {
-                        (i + 1) * width - 1
-                    },
-                )
-            })
-            .collect(),
-    );
+    let ranges: Arc<Vec<(u128, u128)>> = Arc::new(even_ranges(shards));
     let sequence = Arc::new(AtomicU64::new(1));
     loop {
         let (socket, _) = listener.accept().await?;
@@ -364,7 +350,7 @@ async fn serve_fast(shards: u32, latency_ms: u64) -> Result<(), Box<dyn Error>> 
                                             e["ExplicitHashKey"].as_str(),
                                         )
                                         .unwrap_or(HashKey(0));
-                                        let shard = ranges.partition_point(|(_, end)| *end < key.0);
+                                        let shard = shard_of(&ranges, key);
                                         let seq = sequence.fetch_add(1, Ordering::Relaxed);
                                         json!({"ShardId": format!("shardId-{shard:012}"), "SequenceNumber": seq.to_string()})
                                     })
@@ -393,7 +379,7 @@ async fn serve_fast(shards: u32, latency_ms: u64) -> Result<(), Box<dyn Error>> 
 #[derive(Debug)]
 struct NullKinesis {
     listing: kinesis_api::memory::MemoryKinesis,
-    ranges: Vec<(u128, String)>,
+    ranges: Vec<(u128, u128)>,
     sequence: AtomicU64,
 }
 
@@ -401,23 +387,35 @@ impl NullKinesis {
     fn new(shards: u32) -> Self {
         let listing = kinesis_api::memory::MemoryKinesis::with_seed(1);
         listing.create_stream("bench", shards);
-        let width = u128::MAX / u128::from(shards);
-        let ranges = (0..u128::from(shards))
-            .map(|i| {
-                let end = if i + 1 == u128::from(shards) {
-                    u128::MAX
-                } else {
-                    (i + 1) * width - 1
-                };
-                (end, format!("shardId-{i:012}"))
-            })
-            .collect();
         NullKinesis {
             listing,
-            ranges,
+            ranges: even_ranges(shards),
             sequence: AtomicU64::new(1),
         }
     }
+}
+
+/// `shards` ranges splitting the hash-key space evenly, as a new stream's shards do.
+fn even_ranges(shards: u32) -> Vec<(u128, u128)> {
+    let n = u128::from(shards);
+    let width = u128::MAX / n;
+    (0..n)
+        .map(|i| {
+            let end = if i + 1 == n {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            };
+            (i * width, end)
+        })
+        .collect()
+}
+
+/// The index of the range owning `key`.
+fn shard_of(ranges: &[(u128, u128)], key: HashKey) -> usize {
+    ranges
+        .partition_point(|(_, end)| *end < key.0)
+        .min(ranges.len() - 1)
 }
 
 #[async_trait::async_trait]
@@ -466,10 +464,10 @@ impl kinesis_api::Kinesis for NullKinesis {
             .map(|e| {
                 let key = HashKey::for_record(&e.partition_key, e.explicit_hash_key.as_deref())
                     .unwrap_or(HashKey(0));
-                let i = self.ranges.partition_point(|(end, _)| *end < key.0);
+                let shard = shard_of(&self.ranges, key);
                 let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
                 kinesis_api::PutResult::Stored {
-                    shard_id: self.ranges[i.min(self.ranges.len() - 1)].1.clone(),
+                    shard_id: format!("shardId-{shard:012}"),
                     sequence_number: seq.to_string(),
                 }
             })

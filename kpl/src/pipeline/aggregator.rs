@@ -242,7 +242,7 @@ fn single(p: Pending, shard: Option<Arc<str>>, send_by: Instant) -> KinesisRecor
         partition_key: p.record.partition_key.clone(),
         explicit_hash_key: p.record.explicit_hash_key.clone(),
         data: Payload::Ready(p.record.data.clone()),
-        size: p.record.data.len() + p.record.partition_key.len(),
+        size: p.record.kinesis_size(),
         user_records: vec![p],
         send_by,
     }

@@ -62,11 +62,10 @@ impl Dispatcher {
                 .drain(..)
                 .flat_map(|record| record.user_records)
                 .collect();
-            let outstanding = q.outstanding() || !queued.is_empty();
             for p in queued {
                 self.redo(key.clone(), now, p);
             }
-            if outstanding {
+            if self.shards.get(&key).is_some_and(ShardQueue::outstanding) {
                 let stale = self.stale.entry(stream.clone()).or_default();
                 stale.push((range, key.1));
             }

@@ -56,7 +56,7 @@ impl Dispatcher {
                             &sequence_number,
                             c.started,
                             c.duration,
-                            |_| true,
+                            true,
                         );
                     }
                 }
@@ -92,8 +92,9 @@ impl Dispatcher {
         }
     }
 
-    /// Resolves the user records of a stored Kinesis record that `owned` accepts; the others are
-    /// re-sent (their aggregate landed on a shard that does not own all of its records).
+    /// Resolves the user records of a stored Kinesis record, or, unless the shard it landed on
+    /// owns them all (`all_owned`), re-sends every one of them: a Java KCL drops such an
+    /// aggregate whole.
     pub(super) fn stored(
         &mut self,
         record: KinesisRecord,
@@ -101,18 +102,10 @@ impl Dispatcher {
         sequence_number: &str,
         started: Instant,
         duration: Duration,
-        owned: impl Fn(&Pending) -> bool,
+        all_owned: bool,
     ) {
         let aggregated = record.aggregated();
-        // One allocation per Kinesis record, shared by all of its user records' results.
-        let at = Arc::new(StoredAt {
-            shard_id: shard_id.into(),
-            sequence_number: sequence_number.into(),
-            duration,
-            aggregated,
-        });
         let stream = record.stream.clone();
-        let line = self.ordered_line(&record);
         let now = started + duration;
         if let Some(first) = record.user_records.first() {
             kpl_metrics::record_done(
@@ -125,23 +118,14 @@ impl Dispatcher {
                 record.user_records.len(),
             );
         }
-        let (mut count, mut bytes) = (0usize, 0usize);
-        for p in record.user_records.iter().filter(|p| owned(p)) {
-            count += 1;
-            bytes += bytes_of(&p.record) as usize;
-            p.reply.touch();
-        }
-        // Capacity first and counters next: whoever awaits a result may check them at once.
-        self.capacity.release(count, bytes);
-        Counters::add(&self.counters.user_records_put, count as u64);
+        let line = if all_owned {
+            None
+        } else {
+            self.ordered_line(&record)
+        };
         let mut user_records = record.user_records;
-        for (sub, p) in user_records.drain(..).enumerate() {
-            let delay = started.saturating_duration_since(p.waiting_since());
-            if owned(&p) {
-                let epoch = p.epoch;
-                p.succeed(&at, sub as u64, delay);
-                self.epochs.resolved(epoch);
-            } else {
+        if !all_owned {
+            for p in user_records.drain(..) {
                 Counters::add(&self.counters.wrong_shard_resent, 1);
                 let error = AttemptError {
                     code: "WrongShard".into(),
@@ -150,16 +134,33 @@ impl Dispatcher {
                         p.hash_key
                     ),
                 };
-                self.failed(
-                    p,
-                    Class::Transient,
-                    &error,
-                    started,
-                    duration,
-                    now,
-                    line.as_ref(),
-                );
+                let line = line.as_ref();
+                self.failed(p, Class::Transient, &error, started, duration, now, line);
             }
+            self.aggregator.recycle(user_records);
+            return;
+        }
+        // One allocation per Kinesis record, shared by all of its user records' results.
+        let at = Arc::new(StoredAt {
+            shard_id: shard_id.into(),
+            sequence_number: sequence_number.into(),
+            duration,
+            aggregated,
+        });
+        let mut bytes = 0usize;
+        for p in &user_records {
+            bytes += bytes_of(&p.record) as usize;
+            p.reply.touch();
+        }
+        // Capacity first and counters next: whoever awaits a result may check them at once.
+        let count = user_records.len();
+        self.capacity.release(count, bytes);
+        Counters::add(&self.counters.user_records_put, count as u64);
+        for (sub, p) in user_records.drain(..).enumerate() {
+            let delay = started.saturating_duration_since(p.waiting_since());
+            let epoch = p.epoch;
+            p.succeed(&at, sub as u64, delay);
+            self.epochs.resolved(epoch);
         }
         // The buffer goes back to the aggregator for a new aggregate.
         self.aggregator.recycle(user_records);
@@ -181,14 +182,7 @@ impl Dispatcher {
             if let Some(entry) = &entry {
                 self.refresh(entry, false);
             }
-            self.stored(
-                record,
-                &shard_id,
-                &sequence_number,
-                started,
-                duration,
-                |_| true,
-            );
+            self.stored(record, &shard_id, &sequence_number, started, duration, true);
             return;
         }
         tracing::debug!(stream = %record.stream, predicted = ?record.predicted_shard, actual = %shard_id, "aggregate landed on an unexpected shard");
@@ -257,7 +251,7 @@ impl Dispatcher {
                 &l.sequence_number,
                 l.started,
                 l.duration,
-                |_| owned,
+                owned,
             );
             if let Some(line) = line {
                 self.line_key_done(line);
