@@ -62,6 +62,7 @@ struct State {
     faults: Faults,
     latency: Duration,
     outage: bool,
+    panic_on_put: bool,
     rng: StdRng,
 }
 
@@ -106,6 +107,7 @@ impl MemoryKinesis {
                 faults: Faults::default(),
                 latency: Duration::ZERO,
                 outage: false,
+                panic_on_put: false,
                 rng: StdRng::seed_from_u64(seed),
             }),
             started: Instant::now(),
@@ -178,6 +180,12 @@ impl MemoryKinesis {
     /// While on, every call fails to connect (nothing done).
     pub fn set_outage(&self, outage: bool) {
         self.state().outage = outage;
+    }
+
+    /// While set, PutRecords panics, as a buggy adapter would (a caller must not hang or lose
+    /// records because of it).
+    pub fn set_panic_on_put(&self, panic: bool) {
+        self.state().panic_on_put = panic;
     }
 
     fn stream_mut<'a>(state: &'a mut State, name: &str) -> Result<&'a mut StreamState, Refusal> {
@@ -392,6 +400,7 @@ impl Kinesis for MemoryKinesis {
     ) -> Result<Vec<PutResult>, AwsError> {
         const OP: &str = "Kinesis PutRecords";
         self.enter(OP).await?;
+        assert!(!self.state().panic_on_put, "injected panic in {OP}");
         let now = self.now();
         let mut state = self.state();
         let s = Self::stream_mut(&mut state, stream_name(stream)).map_err(|r| refused(OP, r))?;
