@@ -62,6 +62,9 @@ pub struct FaultCounts {
     pub stalled: AtomicU64,
     /// PutRecords calls done upstream and answered late.
     pub slow: AtomicU64,
+    /// User records (aggregates counted by what they hold) stored upstream by the calls
+    /// answered late: the most copies a caller that gave up on those calls can add by re-sending.
+    pub slow_user_records: AtomicU64,
     /// Calls forwarded upstream.
     pub forwarded: AtomicU64,
     /// Calls done upstream whose answer was lost.
@@ -197,13 +200,19 @@ async fn handle(state: State, req: Request<Incoming>) -> Result<Response<Full<By
         return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &body));
     }
     let slow = is_put_records && rand::rng().random_bool(faults.slow_put_records);
-    let answer = if is_put_records && faults.throttle_entries > 0.0 {
+    let (answer, stored) = if is_put_records && faults.throttle_entries > 0.0 {
         throttle_some(&state, parts, body, faults.throttle_entries).await
     } else {
-        forward(&state, parts, body).await
+        (forward(&state, parts, body.clone()).await, body)
     };
     if slow {
         state.counts.slow.fetch_add(1, Ordering::Relaxed);
+        if answer.status() == StatusCode::OK {
+            state
+                .counts
+                .slow_user_records
+                .fetch_add(user_records_in(&stored), Ordering::Relaxed);
+        }
         tokio::time::sleep(faults.slow_answer_for).await;
     }
     if state.counts.answers_lost.fetch_add(1, Ordering::SeqCst) < faults.lose_first_answers {
@@ -250,19 +259,43 @@ async fn forward(
     }
 }
 
+/// The user records in a PutRecords request body: an entry's data is one record, or as many as
+/// the aggregate it holds.
+fn user_records_in(body: &[u8]) -> u64 {
+    use base64::Engine as _;
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let entries = request.get("Records").and_then(Value::as_array);
+    entries
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("Data").and_then(Value::as_str))
+        .map(|data| {
+            let blob = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap_or_default();
+            match kinesis_format::deaggregate(&Bytes::from(blob)) {
+                kinesis_format::Deaggregated::Aggregated(records) => records.len() as u64,
+                kinesis_format::Deaggregated::Raw(_) => 1,
+            }
+        })
+        .sum()
+}
+
 /// Takes a share of the entries out of a PutRecords call, forwards the rest, and answers with
-/// throttling errors in the removed entries' places.
+/// throttling errors in the removed entries' places; also returns the body forwarded.
 async fn throttle_some(
     state: &State,
     parts: hyper::http::request::Parts,
     body: Bytes,
     share: f64,
-) -> Response<Full<Bytes>> {
+) -> (Response<Full<Bytes>>, Bytes) {
     let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
-        return forward(state, parts, body).await;
+        return (forward(state, parts, body.clone()).await, body);
     };
     let Some(entries) = request.get_mut("Records").and_then(Value::as_array_mut) else {
-        return forward(state, parts, body).await;
+        return (forward(state, parts, body.clone()).await, body);
     };
     let throttled: Vec<bool> = {
         let mut rng = rand::rng();
@@ -286,13 +319,13 @@ async fn throttle_some(
     if kept.is_empty() {
         let records: Vec<Value> = throttled.iter().map(|_| throttle_result.clone()).collect();
         let body = json!({"FailedRecordCount": records.len(), "Records": records});
-        return json_response(StatusCode::OK, &body);
+        return (json_response(StatusCode::OK, &body), Bytes::new());
     }
     *entries = kept;
     let forwarded = Bytes::from(serde_json::to_vec(&request).expect("json"));
-    let response = forward(state, parts, forwarded).await;
+    let response = forward(state, parts, forwarded.clone()).await;
     if response.status() != StatusCode::OK {
-        return response;
+        return (response, forwarded);
     }
     let (head, body) = response.into_parts();
     let body = body
@@ -301,7 +334,7 @@ async fn throttle_some(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let Ok(mut answer) = serde_json::from_slice::<Value>(&body) else {
-        return Response::from_parts(head, Full::new(body));
+        return (Response::from_parts(head, Full::new(body)), forwarded);
     };
     let upstream: Vec<Value> = answer
         .get("Records")
@@ -332,7 +365,7 @@ async fn throttle_some(
             response.headers_mut().insert(name, value.clone());
         }
     }
-    response
+    (response, forwarded)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

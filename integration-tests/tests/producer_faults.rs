@@ -332,13 +332,14 @@ async fn with_defaults_slow_and_failing_calls_lose_nothing_and_store_few_duplica
     let duplicates: usize = copies.values().map(|c| c - 1).sum();
     let c = &proxy.counts;
     eprintln!(
-        "{N} records: {} stored, {} expired, {indeterminate} indeterminate, {duplicates} duplicate copies, drained after {drained:?}; injected {} throttled entries, {} 500s, {} resets, {} late answers; concurrency limit at the end {}; stats {stats:?}",
+        "{N} records: {} stored, {} expired, {indeterminate} indeterminate, {duplicates} duplicate copies, drained after {drained:?}; injected {} throttled entries, {} 500s, {} resets, {} late answers holding {} user records; concurrency limit at the end {}; stats {stats:?}",
         stored.len(),
         expired.len(),
         c.throttled_entries.load(Ordering::Relaxed),
         c.internal_errors.load(Ordering::Relaxed),
         c.resets.load(Ordering::Relaxed),
         c.slow.load(Ordering::Relaxed),
+        c.slow_user_records.load(Ordering::Relaxed),
         stats.concurrency_limit,
     );
     assert!(c.slow.load(Ordering::Relaxed) > 0, "some answers came late");
@@ -350,12 +351,19 @@ async fn with_defaults_slow_and_failing_calls_lose_nothing_and_store_few_duplica
         expired_but_stored, 0,
         "an Expired record is certainly not stored"
     );
-    // Every duplicate comes from an attempt whose outcome was unknown (timed out, or lost its
-    // connection): at most one extra copy each. A late call's records are all stored twice, so
-    // the count follows how many records the late calls carried (measured: 16 to 612 with 1% to
-    // 3% late calls); the bounds: under 1% of records with an unknown outcome, under 5% stored
-    // twice, and no storm of calls (at most one PutRecords call per 10 records; measured 355 to
-    // 1,104, and 5,764 with the concurrency cut disabled).
+    // Every duplicate comes from a call the proxy did upstream and answered after the producer
+    // had given up on it: at most one extra copy per record such a call stored, and none from
+    // anywhere else (the producer's own account agrees: each is an attempt whose outcome it
+    // reports as unknown). How many records the late calls carry is chance: a late call in a
+    // backlog carries many aggregates (measured: 5 to 276 records in 2 to 11 late calls locally,
+    // 2,314 in 7 late calls on a loaded 2-core CI machine), so the bound is that count, not a
+    // share of N. Without the concurrency cut the same faults made 5,764 calls; the bounds on
+    // calls and on indeterminate outcomes below catch a storm.
+    let late_records = c.slow_user_records.load(Ordering::Relaxed) as usize;
+    assert!(
+        duplicates <= late_records,
+        "{duplicates} duplicate copies, but the calls answered late stored only {late_records} records"
+    );
     let unknown_attempts: usize = stored
         .iter()
         .map(|(_, o)| {
@@ -370,7 +378,6 @@ async fn with_defaults_slow_and_failing_calls_lose_nothing_and_store_few_duplica
         "{duplicates} duplicates, only {unknown_attempts} attempts with an unknown outcome"
     );
     assert!(indeterminate * 100 <= N, "indeterminate {indeterminate}");
-    assert!(duplicates * 20 <= N, "duplicates {duplicates}");
     assert!(
         stats.put_records_calls * 10 <= N as u64,
         "a storm of calls: {}",
