@@ -144,7 +144,9 @@ impl WorkerConfig {
         self
     }
 
-    /// Most records per GetRecords call (1 to 10,000). Default 10,000.
+    /// Most records per GetRecords call (1 to 10,000). Default 10,000. A shard's reads start at
+    /// 10 records a call and grow tenfold with each full page up to this: a backlog's first
+    /// records reach the processor without waiting for a page of up to 10 MiB.
     pub fn max_records(mut self, max: i32) -> Self {
         self.max_records = max.clamp(1, 10_000);
         self

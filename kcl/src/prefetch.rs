@@ -20,6 +20,13 @@ use crate::retrieval::{Fetched, get_records, shard_iterator};
 /// At most this many GetRecords answers wait for the processor, whatever their size.
 const MAX_BATCHES_AHEAD: usize = 64;
 
+/// The first GetRecords call on a shard asks for at most this many records, and each full page
+/// multiplies the next call's limit by [`LIMIT_GROWTH`] up to the configured maximum: a backlog's
+/// first page is small, so the processor has records while the larger pages are still coming
+/// (one 10,000-record page of aggregates can be 10 MiB, which takes seconds to arrive).
+const FIRST_LIMIT: i32 = 10;
+const LIMIT_GROWTH: i32 = 10;
+
 /// How far a fetcher may read ahead.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PrefetchLimits {
@@ -95,8 +102,9 @@ async fn fetch(
         BackoffConfig::new(base, base.max(Duration::from_secs(10))).expect("base > 0"),
     );
     let mut rng = jitter.rng();
+    let mut limit = FIRST_LIMIT.min(limits.records_per_call);
     loop {
-        match get_records(&*kinesis, &iterator, limits.records_per_call).await {
+        match get_records(&*kinesis, &iterator, limit).await {
             Fetched::Batch {
                 records,
                 next,
@@ -104,6 +112,11 @@ async fn fetch(
                 children,
             } => {
                 backoff.reset();
+                if records.len() >= usize::try_from(limit).unwrap_or(0) {
+                    limit = limit
+                        .saturating_mul(LIMIT_GROWTH)
+                        .min(limits.records_per_call);
+                }
                 let count = records.len().min(limits.max_records).max(1);
                 let bytes: usize = records.iter().map(|r| r.data.len()).sum();
                 let bytes = bytes.clamp(1, limits.max_bytes);

@@ -59,7 +59,15 @@ async fn fetcher(n: usize, limits: PrefetchLimits) -> (Arc<Counting>, Prefetcher
             explicit_hash_key: None,
             data: Bytes::from(i.to_string()),
         };
-        kinesis.put_records(&s, vec![entry]).await.unwrap();
+        let put = kinesis.put_records(&s, vec![entry]).await.unwrap();
+        assert!(
+            matches!(put[0], PutResult::Stored { .. }),
+            "stored: {put:?}"
+        );
+        if i % 1_000 == 999 && i + 1 < n {
+            // The shard takes 1,000 records a second.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
     let shard = "shardId-000000000000";
     let it = kinesis
@@ -130,4 +138,34 @@ async fn an_iterator_that_expires_while_the_processor_is_slow_is_refreshed_after
         2,
         "the first iterator, and one refreshed after it expired"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_starts_with_a_small_page_and_the_pages_grow_to_the_limit() {
+    let big = PrefetchLimits {
+        max_records: 100_000,
+        max_bytes: 64 << 20,
+        records_per_call: 10_000,
+        idle_time: Duration::from_millis(200),
+    };
+    let (kinesis, mut f) = fetcher(5_000, big).await;
+    let first = f.next().await.unwrap().unwrap();
+    assert_eq!(
+        data(&first),
+        (0..FIRST_LIMIT as usize).collect::<Vec<_>>(),
+        "the processor gets the backlog's first records without waiting for a full page"
+    );
+    let mut next = first.records.len();
+    let mut largest = 0;
+    while next < 5_000 {
+        let batch = f.next().await.unwrap().unwrap();
+        largest = largest.max(batch.records.len());
+        for d in data(&batch) {
+            assert_eq!(d, next, "in order, nothing skipped or repeated");
+            next += 1;
+        }
+    }
+    assert!(largest > 1_000, "pages grow past 1,000: {largest}");
+    let calls = kinesis.1.load(Ordering::Relaxed);
+    assert!(calls <= 5, "10, 100, 1,000, then the rest: {calls} calls");
 }
