@@ -63,6 +63,19 @@ pub enum CheckpointError {
         /// The last delivered record's position.
         last_delivered: Option<ExtendedSequenceNumber>,
     },
+    /// The position lies before the last stored checkpoint (an acknowledgement that arrived
+    /// after a later one): the checkpoint stays where it is. Safe to ignore.
+    #[error(
+        "checkpoint {position} of shard {shard_id} is before the stored checkpoint {stored}: the checkpoint does not move back"
+    )]
+    BeforeLastCheckpoint {
+        /// The shard.
+        shard_id: String,
+        /// The requested position.
+        position: ExtendedSequenceNumber,
+        /// The stored checkpoint.
+        stored: ExtendedSequenceNumber,
+    },
     /// The lease table failed; the checkpoint may be retried.
     #[error("could not store the checkpoint of shard {shard_id}: {source}")]
     Store {
@@ -74,12 +87,22 @@ pub enum CheckpointError {
 }
 
 /// Given to a processor to record its progress.
-#[derive(Debug)]
+///
+/// A `Checkpointer` is `Clone` and `'static`: a processor may keep a clone and checkpoint later
+/// from another task, after an asynchronous acknowledgement (a downstream write, a broker's ack).
+/// Clones share one state. Such a late checkpoint should name the record it acknowledges
+/// ([`checkpoint_at`](Self::checkpoint_at)): [`checkpoint`](Self::checkpoint) means "everything
+/// delivered so far", which by then includes later batches. A position before the last stored
+/// checkpoint is refused ([`CheckpointError::BeforeLastCheckpoint`]), so acknowledgements that
+/// arrive out of order never move the checkpoint back. Once the worker no longer holds the lease
+/// (lost, released at shutdown or after the shard's end), every clone fails with
+/// [`CheckpointError::LeaseLost`].
+#[derive(Clone, Debug)]
 pub struct Checkpointer {
     shard_id: String,
     held: Arc<HeldLease>,
     store: Arc<dyn LeaseStore>,
-    state: Mutex<Progress>,
+    state: Arc<Mutex<Progress>>,
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +117,7 @@ impl Checkpointer {
             shard_id: held.key.clone(),
             held,
             store,
-            state: Mutex::new(Progress::default()),
+            state: Arc::new(Mutex::new(Progress::default())),
         }
     }
 
@@ -202,6 +225,27 @@ impl Checkpointer {
             return Err(lost());
         }
         let mut lease = self.held.lease.lock().await;
+        if let (
+            CheckpointPosition::Sequence {
+                sequence,
+                sub_sequence,
+            },
+            CheckpointPosition::Sequence {
+                sequence: stored_sequence,
+                sub_sequence: stored_sub_sequence,
+            },
+        ) = (position, &lease.checkpoint)
+        {
+            let requested = ExtendedSequenceNumber::new(sequence.clone(), *sub_sequence);
+            let stored = ExtendedSequenceNumber::new(stored_sequence.clone(), *stored_sub_sequence);
+            if requested < stored {
+                return Err(CheckpointError::BeforeLastCheckpoint {
+                    shard_id: self.shard_id.clone(),
+                    position: requested,
+                    stored,
+                });
+            }
+        }
         match self.store.checkpoint(&lease, position, pending).await {
             Ok(updated) => {
                 tracing::trace!(shard = %self.shard_id, counter = updated.counter, checkpoint = %updated.checkpoint, "checkpoint stored");
@@ -334,6 +378,59 @@ mod tests {
         assert_eq!(
             store.get("s0").await.unwrap().unwrap().owner.as_deref(),
             Some("thief")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clone_checkpoints_from_another_task_after_the_batch_and_never_moves_back() {
+        let (store, c) = setup().await;
+        c.delivered(ExtendedSequenceNumber::new(seq("100"), 0));
+        // Acknowledged later, elsewhere: the clone outlives the processor's borrow.
+        let late = c.clone();
+        let acked = tokio::spawn(async move { late.checkpoint_at(&seq("100"), 0).await });
+        acked.await.unwrap().unwrap();
+        let stored = || async { store.get("s0").await.unwrap().unwrap().checkpoint };
+        let at_100 = CheckpointPosition::Sequence {
+            sequence: seq("100"),
+            sub_sequence: 0,
+        };
+        assert_eq!(stored().await, at_100);
+        // Clones share what was delivered since.
+        c.delivered(ExtendedSequenceNumber::new(seq("200"), 0));
+        let late = c.clone();
+        tokio::spawn(async move { late.checkpoint_at(&seq("200"), 0).await })
+            .await
+            .unwrap()
+            .unwrap();
+        // An acknowledgement that arrives out of order is refused and changes nothing.
+        let err = c.checkpoint_at(&seq("100"), 0).await.unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::BeforeLastCheckpoint { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            stored().await,
+            CheckpointPosition::Sequence {
+                sequence: seq("200"),
+                sub_sequence: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clone_kept_past_the_lease_fails_with_lease_lost() {
+        let (store, c) = setup().await;
+        c.delivered(ExtendedSequenceNumber::new(seq("7"), 0));
+        let kept = c.clone();
+        drop(c);
+        let current = store.get("s0").await.unwrap().unwrap();
+        store.take(&current, "other").await.unwrap();
+        let err = kept.checkpoint_at(&seq("7"), 0).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::LeaseLost { .. }), "{err}");
+        assert_eq!(
+            store.get("s0").await.unwrap().unwrap().checkpoint,
+            CheckpointPosition::TrimHorizon,
+            "the new owner's checkpoint is untouched"
         );
     }
 }

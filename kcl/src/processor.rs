@@ -72,7 +72,8 @@ pub struct ProcessRecordsInput<'a> {
     pub records: Vec<ConsumerRecord>,
     /// How far behind the tip of the shard this batch is.
     pub millis_behind_latest: Option<i64>,
-    /// For checkpointing.
+    /// For checkpointing; clone it to checkpoint later from another task, after an
+    /// asynchronous acknowledgement (see [`Checkpointer`]).
     pub checkpointer: &'a Checkpointer,
 }
 
