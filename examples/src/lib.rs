@@ -3,6 +3,43 @@
 use std::error::Error;
 use std::time::Duration;
 
+/// Logs to stderr at `default` (e.g. `"info"`) unless `RUST_LOG` says otherwise, so the
+/// libraries' warnings (a throttled shard, a lost lease, a failing processor) show.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves at the first SIGTERM (what orchestrators such as Kubernetes and systemd send) or
+/// Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Creates a stream and waits (polling every 50 ms, at most 60 s) until it is ACTIVE.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,

@@ -1,7 +1,8 @@
 //! Demo: a consumer worker (kcl) and a producer (kpl) on a fresh stream. The producer puts user
 //! records (aggregated KPL-style); the worker leases the shards, deaggregates, processes and
-//! checkpoints them; then it shuts down gracefully. Run it through `scripts/demo.sh`, which starts
-//! local AWS.
+//! checkpoints them; then it shuts down gracefully (also at SIGTERM or Ctrl-C). Run it through
+//! `scripts/demo.sh`, which starts local AWS. The libraries log through `tracing` (`RUST_LOG`
+//! overrides the default: warnings, and the workers' and producer's info lines).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -70,6 +71,7 @@ impl RecordProcessor for Counter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    kinesis_examples::init_logging("warn,kcl=info,kpl=info");
     let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let suffix = format!("{:08x}", rand::rng().random::<u32>());
@@ -97,6 +99,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let worker = Worker::new(&config, &application, &stream, factory, worker_config);
     let shutdown = worker.shutdown_handle();
     let worker = tokio::spawn(worker.run());
+    // SIGTERM or Ctrl-C: the worker shuts down gracefully (final checkpoints, leases released).
+    let signalled = Arc::new(Notify::new());
+    tokio::spawn({
+        let (shutdown, signalled) = (shutdown.clone(), signalled.clone());
+        async move {
+            kinesis_examples::shutdown_signal().await;
+            eprintln!("signal received: shutting down gracefully");
+            shutdown.shutdown();
+            signalled.notify_one();
+        }
+    });
 
     // The producer: every put returns the record's own future.
     let started = Instant::now();
@@ -142,8 +155,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         if consumed() >= USER_RECORDS {
             break;
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Err(format!("consumed only {} of {USER_RECORDS} records", consumed()).into());
+        tokio::select! {
+            () = notified => {}
+            () = signalled.notified() => {
+                worker.await??;
+                return Err(format!("interrupted after consuming {} of {USER_RECORDS} records", consumed()).into());
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!("consumed only {} of {USER_RECORDS} records", consumed()).into());
+            }
         }
     }
     shutdown.shutdown();

@@ -52,13 +52,7 @@ impl RecordProcessor for NoOp {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     // Warnings by default; RUST_LOG=kcl=debug shows where the time goes.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kinesis_examples::init_logging("warn");
     let (mut records, mut size, mut shards, mut raw) = (200_000usize, 100usize, 4i32, false);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

@@ -102,6 +102,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
+    kinesis_examples::init_logging("warn");
     let args = args()?;
     let runtime = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()
