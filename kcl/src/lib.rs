@@ -21,4 +21,4 @@ pub use processor::{
     ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
     RecordProcessor, RecordProcessorFactory,
 };
-pub use worker::{ShutdownHandle, Worker, WorkerError};
+pub use worker::{BuildError, ShutdownHandle, Worker, WorkerBuilder, WorkerError};

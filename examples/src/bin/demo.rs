@@ -96,7 +96,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .initial_position(InitialPosition::TrimHorizon)
         .take_interval(Duration::from_millis(500))
         .idle_time_between_reads(Duration::from_millis(200));
-    let worker = Worker::new(&config, &application, &stream, factory, worker_config);
+    let worker = Worker::builder()
+        .sdk_config(&config)
+        .application_name(&application)
+        .stream(&stream)
+        .processor_factory(factory)
+        .config(worker_config)
+        .build()?;
     let shutdown = worker.shutdown_handle();
     let worker = tokio::spawn(worker.run());
     // SIGTERM or Ctrl-C: the worker shuts down gracefully (final checkpoints, leases released).

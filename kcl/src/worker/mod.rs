@@ -8,6 +8,7 @@
 //! Kinesis refusal no retry can fix, stops the worker with such an error; a lease for a shard
 //! that no longer exists is deleted; a failing processor is restarted from its checkpoint.
 
+mod builder;
 mod consumers;
 mod error;
 mod startup;
@@ -29,6 +30,7 @@ use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
 use crate::lifecycle::ShardOutcome;
 use crate::processor::RecordProcessorFactory;
 use crate::shard_sync::{self, SyncError};
+pub use builder::{BuildError, WorkerBuilder};
 use consumers::{Consumers, Context, Ended};
 pub use error::WorkerError;
 use kinesis_api::StreamRef;
@@ -84,9 +86,37 @@ enum Stop {
     LeasesGone(WorkerError),
 }
 
+/// The SDK client behind the Kinesis boundary, with the configuration's call timeout (the SDK's
+/// own retries are turned off: the worker retries by class).
+fn sdk_kinesis(client: &aws_sdk_kinesis::Client, config: &WorkerConfig) -> Arc<dyn Kinesis> {
+    let timeout = config.kinesis_call_timeout.max(Duration::from_millis(1));
+    Arc::new(SdkKinesis::new(client, timeout))
+}
+
 impl Worker {
+    /// Builds a worker from named parts, checked at [`WorkerBuilder::build`]:
+    ///
+    /// ```no_run
+    /// # async fn demo(factory: impl kcl::RecordProcessorFactory) -> Result<(), Box<dyn std::error::Error>> {
+    /// let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    /// let worker = kcl::Worker::builder()
+    ///     .sdk_config(&sdk_config)
+    ///     .application_name("my-application") // also the lease table's name
+    ///     .stream("my-stream")
+    ///     .processor_factory(factory)
+    ///     .config(kcl::WorkerConfig::default()) // optional
+    ///     .build()?;
+    /// worker.run().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
     /// A worker reading `stream` (name or ARN) for `application_name` (also the lease table's
-    /// name), with processors from `factory`. Every AWS call is limited by the configuration's
+    /// name), with processors from `factory`; [`Worker::builder`] names the parts and checks
+    /// them before the worker runs. Every AWS call is limited by the configuration's
     /// call timeouts (the SDK's own retries are turned off: the worker retries by class).
     pub fn new(
         sdk_config: &SdkConfig,
@@ -116,8 +146,7 @@ impl Worker {
         factory: impl RecordProcessorFactory,
         config: WorkerConfig,
     ) -> Worker {
-        let timeout = config.kinesis_call_timeout.max(Duration::from_millis(1));
-        let kinesis = Arc::new(SdkKinesis::new(&kinesis, timeout));
+        let kinesis = sdk_kinesis(&kinesis, &config);
         Self::with_kinesis(kinesis, store, stream, factory, config)
     }
 
@@ -130,13 +159,23 @@ impl Worker {
         factory: impl RecordProcessorFactory,
         config: WorkerConfig,
     ) -> Worker {
+        Self::assemble(kinesis, store, stream, Arc::new(factory), config)
+    }
+
+    fn assemble(
+        kinesis: Arc<dyn Kinesis>,
+        store: Arc<dyn LeaseStore>,
+        stream: &str,
+        factory: Arc<dyn RecordProcessorFactory>,
+        config: WorkerConfig,
+    ) -> Worker {
         Worker {
             jitter: Arc::new(Jitter::new(config.jitter_seed)),
             config: Arc::new(config),
             kinesis,
             store,
             stream: StreamRef::new(stream),
-            factory: Arc::new(factory),
+            factory,
             handle: ShutdownHandle {
                 graceful: CancellationToken::new(),
                 immediate: CancellationToken::new(),

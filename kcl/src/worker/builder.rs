@@ -1,0 +1,294 @@
+//! [`WorkerBuilder`]: a worker from named parts, checked when it is built.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use kinesis_api::Kinesis;
+
+use super::Worker;
+use crate::config::{ConfigError, WorkerConfig};
+use crate::leases::{DynamoDbLeaseStore, LeaseStore};
+use crate::processor::RecordProcessorFactory;
+
+/// Why [`WorkerBuilder::build`] refused to build a worker: each says what to set or fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A required part was not given.
+    #[error("worker builder: {part} is not set: {hint}")]
+    Missing {
+        /// The builder method that sets it.
+        part: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The application name cannot be a DynamoDB table name.
+    #[error(
+        "application name {name:?} cannot name the lease table: DynamoDB table names are 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.'"
+    )]
+    ApplicationName {
+        /// The name given.
+        name: String,
+    },
+    /// The stream name is empty.
+    #[error("worker builder: the stream name (or ARN) is empty")]
+    EmptyStream,
+    /// A setting of the [`WorkerConfig`] is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Builds a [`Worker`] (see [`Worker::builder`]). Required: the stream, a processor factory,
+/// and where Kinesis and the lease table are (an `SdkConfig`, or clients, or implementations).
+/// Everything else has a default, documented on its method.
+#[derive(Default)]
+#[must_use = "a builder does nothing until built"]
+pub struct WorkerBuilder {
+    sdk_config: Option<SdkConfig>,
+    kinesis_client: Option<aws_sdk_kinesis::Client>,
+    dynamodb_client: Option<aws_sdk_dynamodb::Client>,
+    kinesis: Option<Arc<dyn Kinesis>>,
+    lease_store: Option<Arc<dyn LeaseStore>>,
+    application_name: Option<String>,
+    stream: Option<String>,
+    factory: Option<Arc<dyn RecordProcessorFactory>>,
+    config: Option<WorkerConfig>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("application_name", &self.application_name)
+            .field("stream", &self.stream)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Where Kinesis and DynamoDB are (region, credentials, endpoints): the clients are made from
+    /// it unless given below.
+    pub fn sdk_config(mut self, config: &SdkConfig) -> Self {
+        self.sdk_config = Some(config.clone());
+        self
+    }
+
+    /// The Kinesis client (its retries and timeouts are replaced: the worker retries by class
+    /// with [`WorkerConfig::kinesis_call_timeout`]). Default: made from `sdk_config`.
+    pub fn kinesis_client(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        self.kinesis_client = Some(client);
+        self
+    }
+
+    /// The DynamoDB client of the lease table (its calls limited by
+    /// [`WorkerConfig::lease_call_timeout`]). Default: made from `sdk_config`.
+    pub fn dynamodb_client(mut self, client: aws_sdk_dynamodb::Client) -> Self {
+        self.dynamodb_client = Some(client);
+        self
+    }
+
+    /// Any implementation of the Kinesis boundary (an in-memory Kinesis in tests); takes the
+    /// place of the Kinesis client.
+    pub fn kinesis(mut self, kinesis: Arc<dyn Kinesis>) -> Self {
+        self.kinesis = Some(kinesis);
+        self
+    }
+
+    /// Any lease store (an in-memory one in tests); takes the place of the DynamoDB table, and
+    /// the application name is then not needed.
+    pub fn lease_store(mut self, store: Arc<dyn LeaseStore>) -> Self {
+        self.lease_store = Some(store);
+        self
+    }
+
+    /// The application's name, which is also the lease table's name: every worker of one
+    /// application uses the same. Required with a DynamoDB lease table.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// The stream to read: its name, or its ARN (`arn:...`). Required.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = Some(stream.into());
+        self
+    }
+
+    /// Makes one processor per shard: a closure `|shard_id: &str| -> Box<dyn RecordProcessor>`
+    /// or any [`RecordProcessorFactory`]. Required.
+    pub fn processor_factory(mut self, factory: impl RecordProcessorFactory) -> Self {
+        self.factory = Some(Arc::new(factory));
+        self
+    }
+
+    /// The settings. Default: [`WorkerConfig::default`].
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The worker, or what is missing or invalid. Nothing is called yet: the stream and the
+    /// lease table are checked when the worker runs.
+    pub fn build(self) -> Result<Worker, BuildError> {
+        let config = self.config.unwrap_or_default();
+        config.validate()?;
+        let stream = self.stream.ok_or(BuildError::Missing {
+            part: "stream",
+            hint: "name the stream (or give its ARN) with .stream(...)",
+        })?;
+        if stream.trim().is_empty() {
+            return Err(BuildError::EmptyStream);
+        }
+        let factory = self.factory.ok_or(BuildError::Missing {
+            part: "processor_factory",
+            hint: "give a closure making a RecordProcessor per shard with .processor_factory(...)",
+        })?;
+        let kinesis: Arc<dyn Kinesis> = match (self.kinesis, self.kinesis_client) {
+            (Some(kinesis), _) => kinesis,
+            (None, Some(client)) => super::sdk_kinesis(&client, &config),
+            (None, None) => match &self.sdk_config {
+                Some(sdk) => super::sdk_kinesis(&aws_sdk_kinesis::Client::new(sdk), &config),
+                None => {
+                    return Err(BuildError::Missing {
+                        part: "sdk_config",
+                        hint: "say where Kinesis is with .sdk_config(...) (or .kinesis_client(...))",
+                    });
+                }
+            },
+        };
+        let store: Arc<dyn LeaseStore> = match self.lease_store {
+            Some(store) => store,
+            None => {
+                let name = self.application_name.ok_or(BuildError::Missing {
+                    part: "application_name",
+                    hint: "name the application (and so its lease table) with .application_name(...)",
+                })?;
+                if !is_table_name(&name) {
+                    return Err(BuildError::ApplicationName { name });
+                }
+                let client = match (self.dynamodb_client, &self.sdk_config) {
+                    (Some(client), _) => client,
+                    (None, Some(sdk)) => aws_sdk_dynamodb::Client::new(sdk),
+                    (None, None) => {
+                        return Err(BuildError::Missing {
+                            part: "sdk_config",
+                            hint: "say where DynamoDB is with .sdk_config(...) (or .dynamodb_client(...))",
+                        });
+                    }
+                };
+                Arc::new(
+                    DynamoDbLeaseStore::new(client, name)
+                        .with_call_timeout(config.lease_call_timeout),
+                )
+            }
+        };
+        Ok(Worker::assemble(kinesis, store, &stream, factory, config))
+    }
+}
+
+/// DynamoDB's rule for table names.
+fn is_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::MemoryLeaseStore;
+    use crate::processor::RecordProcessor;
+    use kinesis_api::memory::MemoryKinesis;
+
+    fn factory(_: &str) -> Box<dyn RecordProcessor> {
+        unreachable!("no worker runs in these tests")
+    }
+
+    fn sdk() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build()
+    }
+
+    #[test]
+    fn each_missing_part_is_named() {
+        let err = Worker::builder().processor_factory(factory).build();
+        assert!(
+            matches!(err, Err(BuildError::Missing { part: "stream", .. })),
+            "{err:?}"
+        );
+        let err = Worker::builder().stream("s").build();
+        assert!(
+            matches!(
+                err,
+                Err(BuildError::Missing {
+                    part: "processor_factory",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let err = Worker::builder()
+            .stream("s")
+            .processor_factory(factory)
+            .build();
+        assert!(
+            matches!(
+                err,
+                Err(BuildError::Missing {
+                    part: "sdk_config",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let err = Worker::builder()
+            .sdk_config(&sdk())
+            .stream("s")
+            .processor_factory(factory)
+            .build();
+        let Err(e @ BuildError::Missing { .. }) = err else {
+            panic!("{err:?}");
+        };
+        assert!(e.to_string().contains(".application_name("), "{e}");
+    }
+
+    #[test]
+    fn invalid_names_and_settings_are_refused_at_build() {
+        let base = || {
+            Worker::builder()
+                .sdk_config(&sdk())
+                .stream("s")
+                .processor_factory(factory)
+        };
+        for bad in ["ab", "my app", "app/1", ""] {
+            let err = base().application_name(bad).build();
+            assert!(
+                matches!(err, Err(BuildError::ApplicationName { .. })),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let err = base().application_name("app").stream(" ").build();
+        assert!(matches!(err, Err(BuildError::EmptyStream)), "{err:?}");
+        let config = WorkerConfig::default().renew_interval(std::time::Duration::from_secs(60));
+        let err = base().application_name("app").config(config).build();
+        let Err(BuildError::Config(e)) = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(e.setting, "renew_interval");
+        assert!(base().application_name("my-app_1.v2").build().is_ok());
+    }
+
+    #[test]
+    fn implementations_take_the_place_of_clients_and_table() {
+        let built = Worker::builder()
+            .kinesis(Arc::new(MemoryKinesis::with_seed(1)))
+            .lease_store(Arc::new(MemoryLeaseStore::new()))
+            .stream("s")
+            .processor_factory(factory)
+            .build();
+        assert!(built.is_ok(), "{built:?}");
+    }
+}
