@@ -246,7 +246,10 @@ impl Checkpointer {
                 });
             }
         }
-        match self.store.checkpoint(&lease, position, pending).await {
+        let started = Instant::now();
+        let written = self.store.checkpoint(&lease, position, pending).await;
+        crate::kcl_metrics::checkpoint(&self.shard_id, started.elapsed(), written.is_ok());
+        match written {
             Ok(updated) => {
                 tracing::trace!(shard = %self.shard_id, counter = updated.counter, checkpoint = %updated.checkpoint, "checkpoint stored");
                 *lease = updated;
@@ -254,6 +257,9 @@ impl Checkpointer {
             }
             Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
                 tracing::warn!(shard = %self.shard_id, error = %e, "checkpoint found the lease taken");
+                if !self.held.lost.is_cancelled() {
+                    crate::kcl_metrics::lost();
+                }
                 self.held.lost.cancel();
                 Err(lost())
             }

@@ -5,6 +5,7 @@ mod cleanup;
 mod config;
 mod coordinator;
 mod jitter;
+mod kcl_metrics;
 pub mod leases;
 mod lifecycle;
 mod prefetch;

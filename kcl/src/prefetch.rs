@@ -104,7 +104,14 @@ async fn fetch(
     let mut rng = jitter.rng();
     let mut limit = FIRST_LIMIT.min(limits.records_per_call);
     loop {
-        match get_records(&*kinesis, &iterator, limit).await {
+        let asked = tokio::time::Instant::now();
+        let fetched = get_records(&*kinesis, &iterator, limit).await;
+        let failed = match &fetched {
+            Fetched::Failed(e) => Some(e.class() == Class::Throttled),
+            _ => None,
+        };
+        crate::kcl_metrics::get_records(stream.as_str(), &shard_id, asked.elapsed(), failed);
+        match fetched {
             Fetched::Batch {
                 records,
                 next,

@@ -90,6 +90,7 @@ impl LeaseCoordinator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(held.key.clone(), held.clone());
+        crate::kcl_metrics::current_leases(self.held_count());
         held
     }
 
@@ -107,6 +108,7 @@ impl LeaseCoordinator {
             .is_some_and(|current| std::ptr::eq(&**current, held))
         {
             map.remove(&held.key);
+            crate::kcl_metrics::current_leases(map.len());
         }
     }
 
@@ -147,6 +149,7 @@ impl LeaseCoordinator {
             }
             Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
                 tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
+                crate::kcl_metrics::lost();
                 held.lost.cancel();
                 self.forget(held);
             }
@@ -161,6 +164,7 @@ impl LeaseCoordinator {
                 if since > self.failover_time {
                     // Others may already consider it expired: stop before they take it.
                     tracing::warn!(lease = %held.key, "lease given up: not renewed for the failover time");
+                    crate::kcl_metrics::lost();
                     held.lost.cancel();
                     self.forget(held);
                 }
@@ -186,7 +190,9 @@ impl LeaseCoordinator {
             std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_values()
                 .collect();
+        crate::kcl_metrics::current_leases(0);
         for h in held {
+            crate::kcl_metrics::lost();
             h.lost.cancel();
         }
     }

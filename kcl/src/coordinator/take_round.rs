@@ -80,6 +80,7 @@ impl LeaseCoordinator {
                 match result {
                     Ok(mine) => {
                         tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
+                        crate::kcl_metrics::taken(stolen);
                         taken.push(self.hold(mine));
                     }
                     // Another worker was faster, or the owner renewed.

@@ -309,13 +309,24 @@ impl ShardConsumer {
             return Ok(None);
         };
         checkpointer.delivered(last.clone());
-        processor
+        let (count, bytes) = (user.len(), user.iter().map(|r| r.data.len()).sum());
+        let started = tokio::time::Instant::now();
+        let result = processor
             .process_records(ProcessRecordsInput {
                 records: user,
                 millis_behind_latest: batch.millis_behind_latest,
                 checkpointer,
             })
-            .await?;
+            .await;
+        crate::kcl_metrics::processed(
+            self.stream.as_str(),
+            &self.held.key,
+            count,
+            bytes,
+            batch.millis_behind_latest,
+            started.elapsed(),
+        );
+        result?;
         Ok(Some(last))
     }
 

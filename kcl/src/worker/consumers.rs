@@ -104,18 +104,22 @@ impl Consumers {
             shutdown: self.ctx.stop.child_token(),
         };
         let factory = self.ctx.factory.clone();
-        let handle = self.tasks.spawn(async move {
-            if !delay.is_zero() {
-                tokio::select! {
-                    biased;
-                    () = consumer.held.lost.cancelled() => return ShardOutcome::LeaseLost,
-                    () = consumer.shutdown.cancelled() => return ShardOutcome::ShutDown,
-                    () = tokio::time::sleep(delay) => {}
+        let span = tracing::info_span!("shard_consumer", shard = %held.key);
+        let handle = self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        biased;
+                        () = consumer.held.lost.cancelled() => return ShardOutcome::LeaseLost,
+                        () = consumer.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
-            }
-            let processor = factory.create(&consumer.held.key);
-            consumer.run(processor).await
-        });
+                let processor = factory.create(&consumer.held.key);
+                consumer.run(processor).await
+            },
+            span,
+        ));
         self.by_task.insert(handle.id(), held);
     }
 

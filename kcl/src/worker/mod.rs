@@ -191,6 +191,12 @@ impl Worker {
     /// Runs until shut down, or until something no retry can fix (see [`WorkerError`]).
     pub async fn run(self) -> Result<(), WorkerError> {
         self.config.validate()?;
+        crate::kcl_metrics::describe();
+        let span = tracing::info_span!("worker", worker = %self.config.worker_id, stream = %self.stream.as_str());
+        tracing::Instrument::instrument(self.run_inner(), span).await
+    }
+
+    async fn run_inner(self) -> Result<(), WorkerError> {
         let started = tokio::select! {
             biased;
             () = self.handle.graceful.cancelled() => return Ok(()),
