@@ -22,4 +22,7 @@ pub use processor::{
     ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
     RecordProcessor, RecordProcessorFactory,
 };
-pub use worker::{BuildError, ShutdownHandle, Worker, WorkerBuilder, WorkerError};
+pub use worker::{
+    BuildError, ShardPhase, ShardStatus, ShutdownHandle, StatusHandle, Worker, WorkerBuilder,
+    WorkerError, WorkerPhase, WorkerStatus,
+};

@@ -30,6 +30,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) config: Arc<WorkerConfig>,
     /// Cancelled when the worker shuts down gracefully.
     pub(crate) shutdown: CancellationToken,
+    /// Where this consumer reports its phase and progress.
+    pub(crate) status: Arc<crate::worker::Board>,
 }
 
 /// What interrupted a wait.
@@ -57,6 +59,7 @@ impl ShardConsumer {
         let mut fetcher: Option<Prefetcher> = None;
         loop {
             tracing::trace!(shard = %self.held.key, ?state, "shard consumer state");
+            self.status.shard_phase(&self.held.key, phase(&state));
             let event = match &state {
                 ShardState::WaitingOnParents => match self.wait_for_parents().await {
                     Ok(()) => Event::ParentsDone,
@@ -327,6 +330,8 @@ impl ShardConsumer {
             started.elapsed(),
         );
         result?;
+        self.status
+            .batch(&self.held.key, count, batch.millis_behind_latest);
         Ok(Some(last))
     }
 
@@ -378,5 +383,17 @@ impl ShardConsumer {
             Ok(()) => event,
             Err(i) => i.event(),
         }
+    }
+}
+
+/// What the status board shows for a state.
+fn phase(state: &ShardState) -> crate::worker::ShardPhase {
+    use crate::worker::ShardPhase;
+    match state {
+        ShardState::WaitingOnParents => ShardPhase::WaitingOnParents,
+        ShardState::Initializing(_) => ShardPhase::Initializing,
+        ShardState::Processing(_) => ShardPhase::Processing,
+        ShardState::ShardEnded { .. } => ShardPhase::ShardEnded,
+        ShardState::Stopping(_) => ShardPhase::Stopping,
     }
 }

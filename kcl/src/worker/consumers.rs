@@ -30,6 +30,8 @@ pub(crate) struct Context {
     pub(crate) jitter: Arc<crate::jitter::Jitter>,
     /// Cancelled when the worker shuts down gracefully.
     pub(crate) stop: CancellationToken,
+    /// Where the shard consumers report their phase and progress.
+    pub(crate) status: Arc<super::status::Board>,
 }
 
 /// How a consumer task ended.
@@ -102,7 +104,13 @@ impl Consumers {
             jitter: self.ctx.jitter.clone(),
             config: self.ctx.config.clone(),
             shutdown: self.ctx.stop.child_token(),
+            status: self.ctx.status.clone(),
         };
+        if !delay.is_zero() {
+            self.ctx
+                .status
+                .shard_phase(&held.key, super::ShardPhase::RestartPending);
+        }
         let factory = self.ctx.factory.clone();
         let span = tracing::info_span!("shard_consumer", shard = %held.key);
         let handle = self.tasks.spawn(tracing::Instrument::instrument(
@@ -134,6 +142,7 @@ impl Consumers {
             .by_task
             .remove(&id)
             .expect("every consumer task is registered when spawned");
+        self.ctx.status.remove(&held.key);
         Some((held, ended))
     }
 

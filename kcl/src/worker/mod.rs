@@ -12,6 +12,7 @@ mod builder;
 mod consumers;
 mod error;
 mod startup;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ use consumers::{Consumers, Context, Ended};
 pub use error::WorkerError;
 use kinesis_api::StreamRef;
 use startup::Started;
+pub(crate) use status::Board;
+pub use status::{ShardPhase, ShardStatus, StatusHandle, WorkerPhase, WorkerStatus};
 
 /// Stops a running worker, from any task.
 #[derive(Clone, Debug)]
@@ -67,6 +70,7 @@ pub struct Worker {
     factory: Arc<dyn RecordProcessorFactory>,
     handle: ShutdownHandle,
     jitter: Arc<Jitter>,
+    status: Arc<status::Board>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -170,6 +174,7 @@ impl Worker {
         config: WorkerConfig,
     ) -> Worker {
         Worker {
+            status: status::Board::new(&config.worker_id),
             jitter: Arc::new(Jitter::new(config.jitter_seed)),
             config: Arc::new(config),
             kinesis,
@@ -188,6 +193,12 @@ impl Worker {
         self.handle.clone()
     }
 
+    /// A handle that reads what this worker is doing (its phase, and each held shard's phase,
+    /// lag and progress), from any task, for health checks.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
+    }
+
     /// Runs until shut down, or until something no retry can fix (see [`WorkerError`]).
     pub async fn run(self) -> Result<(), WorkerError> {
         self.config.validate()?;
@@ -197,12 +208,21 @@ impl Worker {
     }
 
     async fn run_inner(self) -> Result<(), WorkerError> {
+        /// Marks the worker stopped however `run` ends.
+        struct Stopped(Arc<status::Board>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                self.0.worker_phase(WorkerPhase::Stopped);
+            }
+        }
+        let _stopped = Stopped(self.status.clone());
         let started = tokio::select! {
             biased;
             () = self.handle.graceful.cancelled() => return Ok(()),
             () = self.handle.immediate.cancelled() => return Ok(()),
             started = self.start() => started?,
         };
+        self.status.worker_phase(WorkerPhase::Running);
         self.process(started).await
     }
 
@@ -274,6 +294,7 @@ impl Worker {
             factory: self.factory.clone(),
             jitter: self.jitter.clone(),
             stop: CancellationToken::new(),
+            status: self.status.clone(),
         });
         for held in resumed {
             consumers.start(held);
@@ -354,6 +375,7 @@ impl Worker {
         };
         // Graceful shutdown: processors get shutdown_requested while leases are still renewed.
         tracing::info!(worker = %config.worker_id, leases = coordinator.held_count(), error = result.as_ref().err().map(tracing::field::display), "shutting down gracefully");
+        self.status.worker_phase(WorkerPhase::ShuttingDown);
         consumers.stop();
         loop {
             tokio::select! {
