@@ -103,6 +103,8 @@ pub struct Checkpointer {
     held: Arc<HeldLease>,
     store: Arc<dyn LeaseStore>,
     state: Arc<Mutex<Progress>>,
+    /// Cancelled when the shard's consumer is asked to stop (the worker shuts down).
+    stopping: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,22 @@ impl Checkpointer {
             held,
             store,
             state: Arc::new(Mutex::new(Progress::default())),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// The same, told when the shard's consumer is asked to stop.
+    pub(crate) fn stopping_with(mut self, stopping: CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Resolves when the lease is lost or released, or the worker shuts down: nothing should
+    /// wait on the application any longer.
+    pub(crate) async fn stopped(&self) {
+        tokio::select! {
+            () = self.held.lost.cancelled() => {}
+            () = self.stopping.cancelled() => {}
         }
     }
 

@@ -12,6 +12,7 @@ mod prefetch;
 mod processor;
 mod retrieval;
 mod shard_sync;
+mod stream;
 mod worker;
 
 pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
@@ -22,6 +23,7 @@ pub use processor::{
     ConsumerRecord, InitializeInput, ProcessRecordsInput, ProcessorError, ProcessorResult,
     RecordProcessor, RecordProcessorFactory,
 };
+pub use stream::{Batch, RecordStream};
 pub use worker::{
     BuildError, ShardPhase, ShardStatus, ShutdownHandle, StatusHandle, Worker, WorkerBuilder,
     WorkerError, WorkerPhase, WorkerStatus,

@@ -54,7 +54,8 @@ impl ShardConsumer {
     /// [`Event`]; [`transition`] decides what comes next.
     pub(crate) async fn run(self, mut processor: Box<dyn RecordProcessor>) -> ShardOutcome {
         let processor = &mut *processor;
-        let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone());
+        let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone())
+            .stopping_with(self.shutdown.clone());
         let mut state = ShardState::WaitingOnParents;
         let mut fetcher: Option<Prefetcher> = None;
         loop {

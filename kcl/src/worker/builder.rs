@@ -127,6 +127,40 @@ impl WorkerBuilder {
         self
     }
 
+    /// The worker and a [`RecordStream`](crate::RecordStream) of its shards' batches, instead
+    /// of processors (a `processor_factory` is not needed, and is replaced). At most `capacity`
+    /// batches wait in the stream; a full stream holds the shards' reads back. Run the worker
+    /// (`tokio::spawn(worker.run())`) and take the stream's batches:
+    ///
+    /// ```no_run
+    /// # async fn demo(sdk_config: aws_config::SdkConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (worker, mut batches) = kcl::Worker::builder()
+    ///     .sdk_config(&sdk_config)
+    ///     .application_name("my-application")
+    ///     .stream("my-stream")
+    ///     .build_stream(16)?;
+    /// let running = tokio::spawn(worker.run());
+    /// // Or, as a futures::Stream: `while let Some(batch) = batches.next().await`.
+    /// while let Some(mut batch) = batches.next_batch().await {
+    ///     for record in &batch.records {
+    ///         println!("{} {:?}", batch.shard_id, record.data);
+    ///     }
+    ///     // After the work is done; at a shard's end (an empty batch) this lets its children start.
+    ///     batch.checkpoint().await?;
+    /// }
+    /// running.await??;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build_stream(
+        mut self,
+        capacity: usize,
+    ) -> Result<(Worker, crate::RecordStream), BuildError> {
+        let (factory, stream) = crate::stream::channel(capacity);
+        self.factory = Some(Arc::new(factory));
+        Ok((self.build()?, stream))
+    }
+
     /// The worker, or what is missing or invalid. Nothing is called yet: the stream and the
     /// lease table are checked when the worker runs.
     pub fn build(self) -> Result<Worker, BuildError> {
