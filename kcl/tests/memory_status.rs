@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
-use bytes::Bytes;
+use common::{put_numbered, quick_config};
 use kcl::leases::MemoryLeaseStore;
 use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
-    ShardPhase, StatusHandle, Worker, WorkerConfig, WorkerPhase,
+    Checkpointer, ProcessRecordsInput, ProcessorResult, RecordProcessor, ShardPhase, StatusHandle,
+    Worker, WorkerPhase,
 };
 use kinesis_api::memory::MemoryKinesis;
-use kinesis_api::{Kinesis, PutEntry, PutResult, StreamRef};
 
 /// Fails its first batch once (across the worker), then checkpoints every batch.
 struct FailOnce(Arc<AtomicBool>);
@@ -49,18 +50,7 @@ async fn until(status: &StatusHandle, what: &str, done: impl Fn(&kcl::WorkerStat
 async fn the_status_shows_phases_progress_and_lag_per_shard() {
     let kinesis = Arc::new(MemoryKinesis::with_seed(2));
     kinesis.create_stream("s", 2);
-    for i in 0..300 {
-        let entry = PutEntry {
-            partition_key: format!("k{i}"),
-            explicit_hash_key: None,
-            data: Bytes::from(format!("r{i}")),
-        };
-        let put = kinesis
-            .put_records(&StreamRef::new("s"), vec![entry])
-            .await
-            .unwrap();
-        assert!(matches!(put[0], PutResult::Stored { .. }));
-    }
+    put_numbered(&kinesis, 0, 300, 300, Duration::ZERO).await;
     let failed = Arc::new(AtomicBool::new(false));
     let factory = {
         let failed = failed.clone();
@@ -71,15 +61,7 @@ async fn the_status_shows_phases_progress_and_lag_per_shard() {
         .lease_store(Arc::new(MemoryLeaseStore::new()))
         .stream("s")
         .processor_factory(factory)
-        .config(
-            WorkerConfig::default()
-                .worker_id("w")
-                .jitter_seed(1)
-                .initial_position(InitialPosition::TrimHorizon)
-                .take_interval(Duration::from_millis(200))
-                .idle_time_between_reads(Duration::from_millis(200))
-                .failure_backoff(Duration::from_secs(2), Duration::from_secs(4)),
-        )
+        .config(quick_config().failure_backoff(Duration::from_secs(2), Duration::from_secs(4)))
         .build()
         .unwrap();
     let status = worker.status_handle();

@@ -8,29 +8,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+mod common;
+
+use common::{put_numbered, quick_config, split_in_half};
 use futures_core::Stream;
 use kcl::leases::MemoryLeaseStore;
-use kcl::{Batch, InitialPosition, RecordStream, Worker, WorkerConfig};
+use kcl::{Batch, RecordStream, Worker};
 use kinesis_api::memory::MemoryKinesis;
-use kinesis_api::{Kinesis, PutEntry, PutResult, ShardFilter, StreamRef};
-use kinesis_format::HashKey;
 
-async fn put(kinesis: &MemoryKinesis, from: usize, n: usize) {
-    for i in from..from + n {
-        let entry = PutEntry {
-            partition_key: format!("key-{}", i % 50),
-            explicit_hash_key: None,
-            data: Bytes::from(i.to_string()),
-        };
-        let put = kinesis
-            .put_records(&StreamRef::new("s"), vec![entry])
-            .await
-            .unwrap();
-        assert!(matches!(put[0], PutResult::Stored { .. }));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+const PAUSE: Duration = Duration::from_millis(2);
 
 /// The next batch through the `Stream` trait, or `None` after a simulated minute.
 async fn next(stream: &mut RecordStream) -> Option<Batch> {
@@ -46,15 +32,7 @@ fn worker(kinesis: Arc<MemoryKinesis>) -> (Worker, RecordStream) {
         .kinesis(kinesis)
         .lease_store(Arc::new(MemoryLeaseStore::new()))
         .stream("s")
-        .config(
-            WorkerConfig::default()
-                .worker_id("w")
-                .jitter_seed(3)
-                .initial_position(InitialPosition::TrimHorizon)
-                .take_interval(Duration::from_millis(200))
-                .idle_time_between_reads(Duration::from_millis(200))
-                .parent_poll_interval(Duration::from_millis(100)),
-        )
+        .config(quick_config())
         .build_stream(4)
         .unwrap()
 }
@@ -67,15 +45,9 @@ async fn every_record_once_in_key_order_across_a_split() {
     let handle = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
 
-    put(&kinesis, 0, 400).await;
-    let parent = kinesis
-        .list_shards(&StreamRef::new("s"), ShardFilter::Open)
-        .await
-        .unwrap()
-        .remove(0);
-    let middle = HashKey(parent.range.start.0 + (parent.range.end.0 - parent.range.start.0) / 2);
-    kinesis.split_shard("s", &parent.id, middle).unwrap();
-    put(&kinesis, 400, 400).await;
+    put_numbered(&kinesis, 0, 400, 50, PAUSE).await;
+    let parent = split_in_half(&kinesis, 0).await;
+    put_numbered(&kinesis, 400, 400, 50, PAUSE).await;
 
     let mut delivered: Vec<(String, usize)> = Vec::new();
     let mut ended = Vec::new();
@@ -123,7 +95,7 @@ async fn every_record_once_in_key_order_across_a_split() {
 async fn a_shutdown_while_nobody_takes_batches_does_not_hang() {
     let kinesis = Arc::new(MemoryKinesis::with_seed(5));
     kinesis.create_stream("s", 2);
-    put(&kinesis, 0, 400).await;
+    put_numbered(&kinesis, 0, 400, 50, PAUSE).await;
     let (worker, stream) = worker(kinesis.clone());
     let handle = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());

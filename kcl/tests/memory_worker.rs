@@ -5,16 +5,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
-use bytes::Bytes;
+use common::{put_numbered, split_in_half};
 use kcl::leases::MemoryLeaseStore;
 use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor, Worker,
     WorkerConfig,
 };
 use kinesis_api::memory::MemoryKinesis;
-use kinesis_api::{Kinesis, PutEntry, ShardFilter, StreamRef};
-use kinesis_format::HashKey;
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 
@@ -43,25 +43,7 @@ impl RecordProcessor for Recorder {
 }
 
 async fn put(kinesis: &MemoryKinesis, from: usize, n: usize) {
-    for i in from..from + n {
-        // One record per call, in order: each key's records are stored in put order.
-        let entry = PutEntry {
-            partition_key: format!("key-{}", i % 50),
-            explicit_hash_key: None,
-            data: Bytes::from(i.to_string()),
-        };
-        // Until stored: faults may refuse a call or throttle the entry.
-        while !matches!(
-            kinesis
-                .put_records(&StreamRef::new("s"), vec![entry.clone()])
-                .await
-                .as_deref(),
-            Ok([kinesis_api::PutResult::Stored { .. }])
-        ) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    put_numbered(kinesis, from, n, 50, Duration::from_millis(2)).await;
 }
 
 /// A worker on `kinesis` and `store`, recording into `log`.
@@ -154,13 +136,7 @@ async fn every_record_in_key_order_across_a_split() {
     let task = tokio::spawn(worker.run());
 
     put(&kinesis, 0, 500).await;
-    let shard = kinesis
-        .list_shards(&StreamRef::new("s"), ShardFilter::Open)
-        .await
-        .unwrap()
-        .remove(1);
-    let middle = HashKey(shard.range.start.0 + (shard.range.end.0 - shard.range.start.0) / 2);
-    kinesis.split_shard("s", &shard.id, middle).unwrap();
+    split_in_half(&kinesis, 1).await;
     put(&kinesis, 500, 500).await;
 
     for _ in 0..600 {
