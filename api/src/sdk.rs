@@ -58,6 +58,34 @@ fn system_time(t: &DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*t).ok()
 }
 
+/// A record as the SDK returns it, in the project's type.
+pub(crate) fn record(r: aws_sdk_kinesis::types::Record) -> Record {
+    Record {
+        approximate_arrival: r
+            .approximate_arrival_timestamp
+            .as_ref()
+            .and_then(system_time),
+        sequence_number: r.sequence_number,
+        partition_key: r.partition_key,
+        data: r.data.into_inner().into(),
+    }
+}
+
+/// Child shards as the SDK returns them (a range that cannot be read is left out).
+pub(crate) fn child_shards(
+    operation: &'static str,
+    children: Vec<aws_sdk_kinesis::types::ChildShard>,
+) -> Vec<ChildShard> {
+    children
+        .into_iter()
+        .map(|c| ChildShard {
+            range: range(operation, &c.shard_id, c.hash_key_range.as_ref()).ok(),
+            parents: c.parent_shards,
+            id: c.shard_id,
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Kinesis for SdkKinesis {
     async fn describe_stream_summary(&self, stream: &StreamRef) -> Result<StreamSummary, AwsError> {
@@ -170,30 +198,9 @@ impl Kinesis for SdkKinesis {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
-        let child_shards = output
-            .child_shards
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ChildShard {
-                range: range(OP, &c.shard_id, c.hash_key_range.as_ref()).ok(),
-                parents: c.parent_shards,
-                id: c.shard_id,
-            })
-            .collect();
+        let child_shards = child_shards(OP, output.child_shards.unwrap_or_default());
         Ok(RecordsPage {
-            records: output
-                .records
-                .into_iter()
-                .map(|r| Record {
-                    approximate_arrival: r
-                        .approximate_arrival_timestamp
-                        .as_ref()
-                        .and_then(system_time),
-                    sequence_number: r.sequence_number,
-                    partition_key: r.partition_key,
-                    data: r.data.into_inner().into(),
-                })
-                .collect(),
+            records: output.records.into_iter().map(record).collect(),
             next_iterator: output.next_shard_iterator,
             millis_behind_latest: output.millis_behind_latest,
             child_shards,
@@ -236,5 +243,30 @@ impl Kinesis for SdkKinesis {
                 },
             })
             .collect())
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<crate::StreamConsumer, AwsError> {
+        crate::sdk_fan_out::register(&self.client, stream_arn, name).await
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<crate::StreamConsumer, AwsError> {
+        crate::sdk_fan_out::describe(&self.client, stream_arn, name).await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<Box<dyn crate::Subscription>, AwsError> {
+        crate::sdk_fan_out::subscribe(&self.client, consumer_arn, shard_id, start).await
     }
 }

@@ -99,6 +99,40 @@ impl AwsError {
         }
     }
 
+    /// From an error of an event stream (SubscribeToShard's events): the same reduction, without
+    /// an HTTP status (the events arrive on an answer already under way). `code` is the error's
+    /// code where the SDK's metadata lacks it (it does for modelled event-stream exceptions).
+    pub fn from_sdk_event<E, R>(
+        operation: &'static str,
+        err: SdkError<E, R>,
+        code: Option<&'static str>,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        let kind = match &err {
+            SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
+            SdkError::DispatchFailure(f) if f.is_timeout() => AwsErrorKind::Timeout,
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsErrorKind::Connection {
+                message: DisplayErrorContext(&err).to_string(),
+            },
+            SdkError::ServiceError(s) => AwsErrorKind::Service {
+                code: s.err().code().or(code).unwrap_or("Unknown").to_owned(),
+                message: s.err().message().unwrap_or_default().to_owned(),
+                status: None,
+            },
+            other => AwsErrorKind::Other {
+                message: DisplayErrorContext(other).to_string(),
+            },
+        };
+        AwsError {
+            operation,
+            kind: Box::new(kind),
+            source: Some(Box::new(err)),
+        }
+    }
+
     /// The operation, as `"Service Operation"`.
     pub fn operation(&self) -> &'static str {
         self.operation
