@@ -8,16 +8,20 @@
 //!   (`ExpiredIteratorException`);
 //! - per-shard limits ([`ShardLimits`], Kinesis' by default) that throttle writes per entry and
 //!   reads per call with `ProvisionedThroughputExceededException`;
+//! - enhanced fan-out: registered consumers, SubscribeToShard pushing new records for five
+//!   minutes with continuations, one subscription per consumer and shard, and the children in
+//!   a closed shard's last event;
 //! - a latency per call, an outage switch (every call fails to connect), and seeded random
 //!   faults ([`Faults`]): HTTP 500s, throttled calls, and calls that time out.
 //!
 //! Every random draw comes from one RNG seeded at creation, so the same calls in the same order
 //! give the same answers.
 
+mod fan_out;
 mod state;
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,12 +68,17 @@ struct State {
     outage: bool,
     panic_on_put: bool,
     rng: StdRng,
+    /// Registered enhanced fan-out consumers by ARN: (stream, name).
+    consumers: BTreeMap<String, (String, String)>,
+    /// Open subscriptions: (consumer ARN, shard).
+    subscriptions: BTreeSet<(String, String)>,
 }
 
 /// An in-memory Kinesis; see the module documentation.
 #[derive(Debug)]
 pub struct MemoryKinesis {
-    state: Mutex<State>,
+    /// Shared with open subscriptions.
+    state: Arc<Mutex<State>>,
     started: Instant,
 }
 
@@ -91,6 +100,34 @@ fn refused(operation: &'static str, (code, message): Refusal) -> AwsError {
     )
 }
 
+/// Where a reader starting at `start` begins in a shard's records.
+fn start_index(records: &[state::Stored], start: &IteratorStart) -> Result<usize, Refusal> {
+    let parse = |seq: &str| {
+        seq.parse::<u128>().map_err(|_| {
+            (
+                "InvalidArgumentException",
+                format!("{seq:?} is not a sequence number"),
+            )
+        })
+    };
+    Ok(match start {
+        IteratorStart::TrimHorizon => 0,
+        IteratorStart::Latest => records.len(),
+        IteratorStart::AtTimestamp(at) => {
+            let age = age_of(*at);
+            records.partition_point(|r| r.arrival < age)
+        }
+        IteratorStart::AtSequence(seq) => {
+            let seq = parse(seq)?;
+            records.partition_point(|r| r.sequence < seq)
+        }
+        IteratorStart::AfterSequence(seq) => {
+            let seq = parse(seq)?;
+            records.partition_point(|r| r.sequence <= seq)
+        }
+    })
+}
+
 fn stream_name(stream: &StreamRef) -> &str {
     let s = stream.as_str();
     s.rsplit_once(":stream/").map_or(s, |(_, name)| name)
@@ -100,7 +137,7 @@ impl MemoryKinesis {
     /// An empty Kinesis whose faults draw from `seed`.
     pub fn with_seed(seed: u64) -> Self {
         MemoryKinesis {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 streams: BTreeMap::new(),
                 created: 1_700_000_000,
                 limits: ShardLimits::default(),
@@ -109,7 +146,9 @@ impl MemoryKinesis {
                 outage: false,
                 panic_on_put: false,
                 rng: StdRng::seed_from_u64(seed),
-            }),
+                consumers: BTreeMap::new(),
+                subscriptions: BTreeSet::new(),
+            })),
             started: Instant::now(),
         }
     }
@@ -278,34 +317,7 @@ impl Kinesis for MemoryKinesis {
         let mut state = self.state();
         let s = Self::stream_mut(&mut state, stream_name(stream)).map_err(|r| refused(OP, r))?;
         let shard = s.shard(shard_id).map_err(|r| refused(OP, r))?;
-        let parse = |seq: &str| {
-            seq.parse::<u128>().map_err(|_| {
-                refused(
-                    OP,
-                    (
-                        "InvalidArgumentException",
-                        format!("{seq:?} is not a sequence number"),
-                    ),
-                )
-            })
-        };
-        let records = &shard.records;
-        let index = match start {
-            IteratorStart::TrimHorizon => 0,
-            IteratorStart::Latest => records.len(),
-            IteratorStart::AtTimestamp(at) => {
-                let age = age_of(*at);
-                records.partition_point(|r| r.arrival < age)
-            }
-            IteratorStart::AtSequence(seq) => {
-                let seq = parse(seq)?;
-                records.partition_point(|r| r.sequence < seq)
-            }
-            IteratorStart::AfterSequence(seq) => {
-                let seq = parse(seq)?;
-                records.partition_point(|r| r.sequence <= seq)
-            }
-        };
+        let index = start_index(&shard.records, start).map_err(|r| refused(OP, r))?;
         Ok(Position {
             stream: s.name.clone(),
             shard: shard_id.to_owned(),
@@ -437,5 +449,30 @@ impl Kinesis for MemoryKinesis {
             });
         }
         Ok(results)
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<crate::StreamConsumer, AwsError> {
+        self.register(stream_arn, name).await
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<crate::StreamConsumer, AwsError> {
+        self.describe(stream_arn, name).await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<Box<dyn crate::Subscription>, AwsError> {
+        self.subscribe(consumer_arn, shard_id, start).await
     }
 }
