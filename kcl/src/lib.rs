@@ -4,6 +4,7 @@ mod checkpoint;
 mod cleanup;
 mod config;
 mod coordinator;
+mod fan_out;
 mod jitter;
 mod kcl_metrics;
 pub mod leases;

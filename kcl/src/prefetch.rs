@@ -60,7 +60,79 @@ impl Drop for Prefetcher {
     }
 }
 
+/// The read-ahead bound of one shard: a batch holds its share until the processor is done.
+pub(crate) struct Capacity {
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    limits: PrefetchLimits,
+}
+
+impl Capacity {
+    pub(crate) fn new(limits: &PrefetchLimits) -> Self {
+        Capacity {
+            records: Arc::new(Semaphore::new(limits.max_records.max(1))),
+            bytes: Arc::new(Semaphore::new(limits.max_bytes.max(1))),
+            limits: *limits,
+        }
+    }
+
+    /// A batch of `records`, once there is room for it: the processor is behind by at most the
+    /// limits.
+    pub(crate) async fn batch(
+        &self,
+        records: Vec<Record>,
+        millis_behind_latest: Option<i64>,
+        end: Option<Vec<ChildShard>>,
+    ) -> Prefetched {
+        let count = records.len().min(self.limits.max_records).max(1);
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+        let bytes = bytes.clamp(1, self.limits.max_bytes);
+        let records_permit = self
+            .records
+            .clone()
+            .acquire_many_owned(u32::try_from(count).unwrap_or(u32::MAX))
+            .await
+            .ok();
+        let bytes_permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+            .await
+            .ok();
+        Prefetched {
+            records,
+            millis_behind_latest,
+            end,
+            _records: records_permit,
+            _bytes: bytes_permit,
+        }
+    }
+}
+
 impl Prefetcher {
+    /// Starts reading `shard_id` through enhanced fan-out: subscriptions of `consumer_arn` from
+    /// `start`, renewed as each ends.
+    pub(crate) fn start_fan_out(
+        kinesis: Arc<dyn Kinesis>,
+        consumer_arn: Arc<str>,
+        shard_id: String,
+        start: IteratorStart,
+        limits: PrefetchLimits,
+        jitter: Arc<Jitter>,
+    ) -> Prefetcher {
+        let (tx, batches) = mpsc::channel(MAX_BATCHES_AHEAD);
+        let task = tokio::spawn(crate::fan_out::fetch(
+            kinesis,
+            consumer_arn,
+            shard_id,
+            start,
+            limits,
+            jitter,
+            tx,
+        ));
+        Prefetcher { batches, task }
+    }
+
     /// Starts reading `shard_id` from `iterator`.
     pub(crate) fn start(
         kinesis: Arc<dyn Kinesis>,
@@ -94,8 +166,7 @@ async fn fetch(
     jitter: Arc<Jitter>,
     tx: mpsc::Sender<Result<Prefetched, AwsError>>,
 ) {
-    let record_permits = Arc::new(Semaphore::new(limits.max_records.max(1)));
-    let byte_permits = Arc::new(Semaphore::new(limits.max_bytes.max(1)));
+    let capacity = Capacity::new(&limits);
     let mut last_fetched: Option<String> = None;
     let base = limits.idle_time.max(Duration::from_millis(100));
     let mut backoff = Backoff::new(
@@ -124,35 +195,12 @@ async fn fetch(
                         .saturating_mul(LIMIT_GROWTH)
                         .min(limits.records_per_call);
                 }
-                let count = records.len().min(limits.max_records).max(1);
-                let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-                let bytes = bytes.clamp(1, limits.max_bytes);
-                // Wait for capacity: the processor is behind by at most the limits.
-                let permits = (
-                    record_permits
-                        .clone()
-                        .acquire_many_owned(u32::try_from(count).unwrap_or(u32::MAX))
-                        .await,
-                    byte_permits
-                        .clone()
-                        .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
-                        .await,
-                );
-                let (Ok(record_permit), Ok(byte_permit)) = permits else {
-                    return;
-                };
                 if let Some(last) = records.last() {
                     last_fetched = Some(last.sequence_number.clone());
                 }
                 let caught_up = records.is_empty() || millis_behind_latest == Some(0);
-                let end = next.is_none();
-                let batch = Prefetched {
-                    records,
-                    millis_behind_latest,
-                    end: end.then_some(children),
-                    _records: Some(record_permit),
-                    _bytes: Some(byte_permit),
-                };
+                let end = next.is_none().then_some(children);
+                let batch = capacity.batch(records, millis_behind_latest, end).await;
                 if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }

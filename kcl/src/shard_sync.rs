@@ -44,11 +44,21 @@ pub(crate) async fn describe_stream(
     stream: &StreamRef,
     jitter: &Jitter,
 ) -> Result<String, AwsError> {
-    let summary = retry_with_rng(control_policy(), &mut jitter.rng(), AwsError::class, || {
+    Ok(summarize_stream(kinesis, stream, jitter)
+        .await?
+        .identifier())
+}
+
+/// The stream's summary (its ARN, identity and limits), retried by class.
+pub(crate) async fn summarize_stream(
+    kinesis: &dyn Kinesis,
+    stream: &StreamRef,
+    jitter: &Jitter,
+) -> Result<kinesis_api::StreamSummary, AwsError> {
+    retry_with_rng(control_policy(), &mut jitter.rng(), AwsError::class, || {
         kinesis.describe_stream_summary(stream)
     })
-    .await?;
-    Ok(summary.identifier())
+    .await
 }
 
 /// Every shard of the stream (open and closed), retried by class.

@@ -32,6 +32,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) shutdown: CancellationToken,
     /// Where this consumer reports its phase and progress.
     pub(crate) status: Arc<crate::worker::Board>,
+    /// The enhanced fan-out consumer's ARN; `None`: polling.
+    pub(crate) fan_out: Option<Arc<str>>,
 }
 
 /// What interrupted a wait.
@@ -139,6 +141,19 @@ impl ShardConsumer {
         if !reading.initialized {
             tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
         }
+        if let Some(consumer) = &self.fan_out {
+            *fetcher = Some(Prefetcher::start_fan_out(
+                self.kinesis.clone(),
+                consumer.clone(),
+                shard_id.clone(),
+                start,
+                self.limits(),
+                self.jitter.clone(),
+            ));
+            return self
+                .initialize(processor, reading, &lease, checkpoint)
+                .await;
+        }
         let iterator = tokio::select! {
             biased;
             () = self.held.lost.cancelled() => return Event::LeaseLost,
@@ -155,19 +170,8 @@ impl ShardConsumer {
                     self.limits(),
                     self.jitter.clone(),
                 ));
-                if !reading.initialized {
-                    let input = InitializeInput {
-                        shard_id: shard_id.clone(),
-                        checkpoint: lease.checkpoint.clone(),
-                    };
-                    if let Err(error) = processor.initialize(input).await {
-                        return Event::ProcessorFailed {
-                            call: "initialize",
-                            error,
-                        };
-                    }
-                }
-                Event::ReadsStarted { checkpoint }
+                self.initialize(processor, reading, &lease, checkpoint)
+                    .await
             }
             Err(e) if e.class() == Class::Fatal => Event::KinesisFatal(e),
             Err(e) => {
@@ -178,6 +182,29 @@ impl ShardConsumer {
                 }
             }
         }
+    }
+
+    /// The processor's `initialize` the first time reads start.
+    async fn initialize(
+        &self,
+        processor: &mut dyn RecordProcessor,
+        reading: &Reading,
+        lease: &crate::leases::Lease,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Event {
+        if !reading.initialized {
+            let input = InitializeInput {
+                shard_id: self.held.key.clone(),
+                checkpoint: lease.checkpoint.clone(),
+            };
+            if let Err(error) = processor.initialize(input).await {
+                return Event::ProcessorFailed {
+                    call: "initialize",
+                    error,
+                };
+            }
+        }
+        Event::ReadsStarted { checkpoint }
     }
 
     /// `Processing`: the next prefetched batch, handed to the processor.

@@ -32,6 +32,8 @@ pub(crate) struct Context {
     pub(crate) stop: CancellationToken,
     /// Where the shard consumers report their phase and progress.
     pub(crate) status: Arc<super::status::Board>,
+    /// The enhanced fan-out consumer's ARN; `None`: polling.
+    pub(crate) fan_out: Option<Arc<str>>,
 }
 
 /// How a consumer task ended.
@@ -105,6 +107,7 @@ impl Consumers {
             config: self.ctx.config.clone(),
             shutdown: self.ctx.stop.child_token(),
             status: self.ctx.status.clone(),
+            fan_out: self.ctx.fan_out.clone(),
         };
         if !delay.is_zero() {
             self.ctx

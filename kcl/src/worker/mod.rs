@@ -284,6 +284,7 @@ impl Worker {
             identifier,
             coordinator,
             resumed,
+            fan_out,
         } = started;
         let mut consumers = Consumers::new(Context {
             store: self.store.clone(),
@@ -295,6 +296,7 @@ impl Worker {
             jitter: self.jitter.clone(),
             stop: CancellationToken::new(),
             status: self.status.clone(),
+            fan_out,
         });
         for held in resumed {
             consumers.start(held);

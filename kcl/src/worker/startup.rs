@@ -20,6 +20,8 @@ pub(super) struct Started {
     pub(super) identifier: Arc<str>,
     pub(super) coordinator: Arc<LeaseCoordinator>,
     pub(super) resumed: Vec<Arc<HeldLease>>,
+    /// The enhanced fan-out consumer's ARN, when reading through enhanced fan-out.
+    pub(super) fan_out: Option<Arc<str>>,
 }
 
 impl Worker {
@@ -45,13 +47,28 @@ impl Worker {
     /// leases, and the leases this worker id held before a restart are back.
     pub(super) async fn start(&self) -> Result<Started, WorkerError> {
         let stream = self.stream.as_str().to_owned();
-        let info = self
+        let summary = self
             .step("checking the stream", AwsError::class, || {
-                shard_sync::describe_stream(&*self.kinesis, &self.stream, &self.jitter)
+                shard_sync::summarize_stream(&*self.kinesis, &self.stream, &self.jitter)
             })
             .await
             .map_err(|e| self.kinesis_error(e))?;
-        let identifier: Arc<str> = info.into();
+        let identifier: Arc<str> = summary.identifier().into();
+        let fan_out = match &self.config.fan_out_consumer {
+            Some(name) => {
+                let consumer = self
+                    .step(
+                        "registering the enhanced fan-out consumer",
+                        AwsError::class,
+                        || crate::fan_out::ensure_consumer(&*self.kinesis, &summary.arn, name),
+                    )
+                    .await
+                    .map_err(|e| self.kinesis_error(e))?;
+                tracing::info!(consumer = %consumer.arn, "reading through enhanced fan-out");
+                Some(Arc::from(consumer.arn))
+            }
+            None => None,
+        };
         self.step(
             "creating or finding the lease table",
             LeaseError::class,
@@ -115,6 +132,7 @@ impl Worker {
             identifier,
             coordinator,
             resumed,
+            fan_out,
         })
     }
 
