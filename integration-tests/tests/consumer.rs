@@ -1,5 +1,5 @@
 //! The consumer against kinesis-mock and DynamoDB Local: exactly-once delivery in order for one
-//! worker, resume after a checkpoint (also inside an aggregate), raw pass-through of a corrupted
+//! worker (polling, and through enhanced fan-out), resume after a checkpoint (also inside an aggregate), raw pass-through of a corrupted
 //! aggregate, and graceful hand-over to another worker.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +20,13 @@ fn fast(worker: &str) -> WorkerConfig {
         .parent_poll_interval(Duration::from_millis(200))
 }
 
+/// How a worker reads.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Polling,
+    FanOut,
+}
+
 fn start(
     env: &TestEnv,
     table: &str,
@@ -27,12 +34,27 @@ fn start(
     log: &DeliveryLog,
     worker: &str,
 ) -> (kcl::ShutdownHandle, tokio::task::JoinHandle<()>) {
+    start_in(Mode::Polling, env, table, stream, log, worker)
+}
+
+fn start_in(
+    mode: Mode,
+    env: &TestEnv,
+    table: &str,
+    stream: &TestStream,
+    log: &DeliveryLog,
+    worker: &str,
+) -> (kcl::ShutdownHandle, tokio::task::JoinHandle<()>) {
+    let config = match mode {
+        Mode::Polling => fast(worker),
+        Mode::FanOut => fast(worker).enhanced_fan_out(table),
+    };
     let w = Worker::new(
         &env.sdk_config,
         table,
         &stream.name,
         log.factory(worker),
-        fast(worker),
+        config,
     );
     let handle = w.shutdown_handle();
     let task = tokio::spawn(async move { w.run().await.expect("worker runs") });
@@ -65,6 +87,15 @@ async fn produce(env: &TestEnv, stream: &str, n: usize, tag: &str) -> Vec<(Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_checkpoint() {
+    delivers_once_in_order_and_resumes(Mode::Polling).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_enhanced_fan_out_too() {
+    delivers_once_in_order_and_resumes(Mode::FanOut).await;
+}
+
+async fn delivers_once_in_order_and_resumes(mode: Mode) {
     integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(4).await;
@@ -111,7 +142,7 @@ async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_ch
     expected.push(("corrupted".into(), Bytes::from(corrupted)));
 
     let log = DeliveryLog::default();
-    let (handle, task) = start(&env, &table.name, &stream, &log, "w1");
+    let (handle, task) = start_in(mode, &env, &table.name, &stream, &log, "w1");
     let n = expected.len();
     log.wait_for("every record", Duration::from_secs(60), |l| {
         l.records.len() >= n
@@ -178,7 +209,7 @@ async fn one_worker_delivers_every_record_once_in_order_and_resumes_after_its_ch
     // A restarted worker delivers nothing from before the checkpoints: only what is new.
     let after = produce(&env, &stream.name, 20, "after").await;
     let log2 = DeliveryLog::default();
-    let (handle2, task2) = start(&env, &table.name, &stream, &log2, "w2");
+    let (handle2, task2) = start_in(mode, &env, &table.name, &stream, &log2, "w2");
     log2.wait_for("the new records", Duration::from_secs(30), |l| {
         l.records.len() >= after.len()
     })
