@@ -37,13 +37,19 @@ async fn produce(producer: &Producer, stream: &TestStream, phase: &str, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parents_are_processed_before_children_after_a_split_and_a_merge() {
     integration_tests::log_capture::warnings_to_test_output();
-    split_and_merge(InitialPosition::TrimHorizon).await;
+    split_and_merge(InitialPosition::TrimHorizon, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_enhanced_fan_out_parents_are_processed_before_children_too() {
+    integration_tests::log_capture::warnings_to_test_output();
+    split_and_merge(InitialPosition::TrimHorizon, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_latest_too_parents_come_before_children_and_no_child_record_is_skipped() {
     integration_tests::log_capture::warnings_to_test_output();
-    split_and_merge(InitialPosition::Latest).await;
+    split_and_merge(InitialPosition::Latest, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +129,15 @@ async fn under_latest_a_split_while_no_worker_runs_loses_nothing_and_keeps_the_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_at_timestamp_too_parents_come_before_children() {
     integration_tests::log_capture::warnings_to_test_output();
-    split_and_merge(InitialPosition::AtTimestamp(std::time::SystemTime::now())).await;
+    split_and_merge(
+        InitialPosition::AtTimestamp(std::time::SystemTime::now()),
+        false,
+    )
+    .await;
 }
 
-async fn split_and_merge(position: InitialPosition) {
+/// `fan_out`: read through enhanced fan-out instead of polling.
+async fn split_and_merge(position: InitialPosition, fan_out: bool) {
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
     let table = TestTable::adopt(&env, random_name("app"));
@@ -134,6 +145,11 @@ async fn split_and_merge(position: InitialPosition) {
     let config = test_worker_config("w", position)
         .shard_sync_interval(Duration::from_millis(200))
         .lease_cleanup_interval(Duration::from_millis(200));
+    let config = if fan_out {
+        config.enhanced_fan_out(&table.name)
+    } else {
+        config
+    };
     let worker = Worker::new(
         &env.sdk_config,
         &table.name,

@@ -8,10 +8,11 @@
 //! throttled or transient failures back off with jitter and subscribe again; a fatal failure goes
 //! to the consumer. The shard's end is the event without a continuation, with the children.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kinesis_api::{ConsumerStatus, IteratorStart, Kinesis, StreamConsumer};
+use kinesis_api::{ConsumerStatus, IteratorStart, Kinesis, StreamConsumer, StreamRef};
 use kinesis_retry::{AwsError, Backoff, BackoffConfig, Class};
 use tokio::sync::mpsc;
 
@@ -22,6 +23,52 @@ use crate::prefetch::{Capacity, PrefetchLimits, Prefetched};
 const SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often registration is checked until the consumer is ACTIVE.
 const ACTIVE_POLL: Duration = Duration::from_secs(1);
+/// How often a subscription to a closed shard that only sends empty events checks, with one
+/// GetRecords call, whether the shard was read to its end.
+const END_CHECK: Duration = Duration::from_secs(2);
+
+/// The shards the last shard sync found closed (shared by the worker's consumers). Kinesis ends
+/// a closed shard's subscription with an event naming the children; an endpoint that does not
+/// (kinesis-mock sends empty events forever) is caught by a GetRecords check on these shards
+/// only.
+#[derive(Debug, Default)]
+pub(crate) struct ClosedShards(Mutex<HashSet<String>>);
+
+impl ClosedShards {
+    pub(crate) fn set(&self, closed: impl IntoIterator<Item = String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = closed.into_iter().collect();
+    }
+
+    fn contains(&self, shard: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(shard)
+    }
+}
+
+/// Where the fan-out fetcher of a shard reads from.
+pub(crate) struct Source {
+    pub(crate) kinesis: Arc<dyn Kinesis>,
+    pub(crate) stream: StreamRef,
+    pub(crate) consumer_arn: Arc<str>,
+    pub(crate) closed: Arc<ClosedShards>,
+}
+
+/// Whether the shard was read to its end after `start`: its children if so.
+async fn read_to_end(
+    source: &Source,
+    shard_id: &str,
+    start: &IteratorStart,
+) -> Option<Vec<kinesis_api::ChildShard>> {
+    let iterator = source
+        .kinesis
+        .get_shard_iterator(&source.stream, shard_id, start)
+        .await
+        .ok()?;
+    let page = source.kinesis.get_records(&iterator, 1).await.ok()?;
+    (page.records.is_empty() && page.next_iterator.is_none()).then_some(page.child_shards)
+}
 
 /// The consumer named `name` on the stream, registered if it does not exist, once it is ACTIVE.
 /// One step of start-up: the caller retries failures by class.
@@ -58,8 +105,7 @@ pub(crate) async fn ensure_consumer(
 /// Keeps `shard_id` subscribed from `start` and hands each event with records (and the shard's
 /// end) over `tx`, until the end, a fatal failure, or the receiver is dropped.
 pub(crate) async fn fetch(
-    kinesis: Arc<dyn Kinesis>,
-    consumer_arn: Arc<str>,
+    source: Source,
     shard_id: String,
     mut start: IteratorStart,
     limits: PrefetchLimits,
@@ -72,13 +118,16 @@ pub(crate) async fn fetch(
     );
     let mut rng = jitter.rng();
     let mut last_subscribe: Option<tokio::time::Instant> = None;
+    let mut last_end_check = tokio::time::Instant::now();
+    let kinesis = &source.kinesis;
+    let consumer_arn = &source.consumer_arn;
     loop {
         if let Some(at) = last_subscribe {
             tokio::time::sleep_until(at + SUBSCRIBE_INTERVAL).await;
         }
         last_subscribe = Some(tokio::time::Instant::now());
         let failure = match kinesis
-            .subscribe_to_shard(&consumer_arn, &shard_id, &start)
+            .subscribe_to_shard(consumer_arn, &shard_id, &start)
             .await
         {
             Err(e) => Some(e),
@@ -95,6 +144,15 @@ pub(crate) async fn fetch(
                     start = IteratorStart::AfterSequence(next.clone());
                 }
                 if event.records.is_empty() && !end {
+                    if source.closed.contains(&shard_id) && last_end_check.elapsed() >= END_CHECK {
+                        last_end_check = tokio::time::Instant::now();
+                        if let Some(children) = read_to_end(&source, &shard_id, &start).await {
+                            tracing::debug!(shard = %shard_id, "the closed shard was read to its end (found by GetRecords: the subscription did not say)");
+                            let batch = capacity.batch(Vec::new(), Some(0), Some(children)).await;
+                            let _ = tx.send(Ok(batch)).await;
+                            return;
+                        }
+                    }
                     continue;
                 }
                 let batch = capacity

@@ -113,8 +113,7 @@ impl Prefetcher {
     /// Starts reading `shard_id` through enhanced fan-out: subscriptions of `consumer_arn` from
     /// `start`, renewed as each ends.
     pub(crate) fn start_fan_out(
-        kinesis: Arc<dyn Kinesis>,
-        consumer_arn: Arc<str>,
+        source: crate::fan_out::Source,
         shard_id: String,
         start: IteratorStart,
         limits: PrefetchLimits,
@@ -122,13 +121,7 @@ impl Prefetcher {
     ) -> Prefetcher {
         let (tx, batches) = mpsc::channel(MAX_BATCHES_AHEAD);
         let task = tokio::spawn(crate::fan_out::fetch(
-            kinesis,
-            consumer_arn,
-            shard_id,
-            start,
-            limits,
-            jitter,
-            tx,
+            source, shard_id, start, limits, jitter, tx,
         ));
         Prefetcher { batches, task }
     }

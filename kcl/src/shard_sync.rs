@@ -109,10 +109,12 @@ pub(crate) async fn sync(
     store: &Arc<dyn LeaseStore>,
     initial: InitialPosition,
     jitter: &Jitter,
+    closed: &crate::fan_out::ClosedShards,
 ) -> Result<usize, SyncError> {
     let mut shards = list_all_shards(kinesis, stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
+    closed.set(shards.iter().filter(|s| s.closed).map(|s| s.id.clone()));
     let existing = store.list().await.map_err(SyncError::Leases)?;
     let existing: HashMap<&str, &Lease> = existing.iter().map(|l| (l.key.as_str(), l)).collect();
     // A shard whose child already has a lease was finished (and perhaps cleaned up): never again.

@@ -34,6 +34,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) status: Arc<crate::worker::Board>,
     /// The enhanced fan-out consumer's ARN; `None`: polling.
     pub(crate) fan_out: Option<Arc<str>>,
+    /// The shards the last shard sync found closed.
+    pub(crate) closed: Arc<crate::fan_out::ClosedShards>,
 }
 
 /// What interrupted a wait.
@@ -142,9 +144,14 @@ impl ShardConsumer {
             tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
         }
         if let Some(consumer) = &self.fan_out {
+            let source = crate::fan_out::Source {
+                kinesis: self.kinesis.clone(),
+                stream: self.stream.clone(),
+                consumer_arn: consumer.clone(),
+                closed: self.closed.clone(),
+            };
             *fetcher = Some(Prefetcher::start_fan_out(
-                self.kinesis.clone(),
-                consumer.clone(),
+                source,
                 shard_id.clone(),
                 start,
                 self.limits(),

@@ -34,6 +34,8 @@ pub(crate) struct Context {
     pub(crate) status: Arc<super::status::Board>,
     /// The enhanced fan-out consumer's ARN; `None`: polling.
     pub(crate) fan_out: Option<Arc<str>>,
+    /// The shards the last shard sync found closed.
+    pub(crate) closed: Arc<crate::fan_out::ClosedShards>,
 }
 
 /// How a consumer task ended.
@@ -108,6 +110,7 @@ impl Consumers {
             shutdown: self.ctx.stop.child_token(),
             status: self.ctx.status.clone(),
             fan_out: self.ctx.fan_out.clone(),
+            closed: self.ctx.closed.clone(),
         };
         if !delay.is_zero() {
             self.ctx

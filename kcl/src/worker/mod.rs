@@ -71,6 +71,7 @@ pub struct Worker {
     handle: ShutdownHandle,
     jitter: Arc<Jitter>,
     status: Arc<status::Board>,
+    closed: Arc<crate::fan_out::ClosedShards>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -175,6 +176,7 @@ impl Worker {
     ) -> Worker {
         Worker {
             status: status::Board::new(&config.worker_id),
+            closed: Arc::default(),
             jitter: Arc::new(Jitter::new(config.jitter_seed)),
             config: Arc::new(config),
             kinesis,
@@ -297,6 +299,7 @@ impl Worker {
             stop: CancellationToken::new(),
             status: self.status.clone(),
             fan_out,
+            closed: self.closed.clone(),
         });
         for held in resumed {
             consumers.start(held);
@@ -334,7 +337,7 @@ impl Worker {
                     }
                 },
                 _ = sync.tick() => {
-                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &self.store, config.initial_position, &self.jitter).await;
+                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &self.store, config.initial_position, &self.jitter, &self.closed).await;
                     match synced {
                         Ok(_) => None,
                         Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {

@@ -102,6 +102,7 @@ impl Worker {
                     &self.store,
                     initial,
                     &self.jitter,
+                    &self.closed,
                 )
             })
             .await
