@@ -146,3 +146,38 @@ async fn a_subscription_ends_after_five_minutes() {
     .await
     .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_older_than_five_seconds_is_taken_over() {
+    let k = MemoryKinesis::with_seed(3);
+    k.create_stream("s", 1);
+    let arn = k
+        .describe_stream_summary(&StreamRef::new("s"))
+        .await
+        .unwrap()
+        .arn;
+    let consumer = k.register_stream_consumer(&arn, "c").await.unwrap();
+    let shard = "shardId-000000000000";
+    let mut old = k
+        .subscribe_to_shard(&consumer.arn, shard, &IteratorStart::TrimHorizon)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let early = k
+        .subscribe_to_shard(&consumer.arn, shard, &IteratorStart::TrimHorizon)
+        .await
+        .unwrap_err();
+    assert!(early.is_code("ResourceInUseException"), "{early}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut new = k
+        .subscribe_to_shard(&consumer.arn, shard, &IteratorStart::TrimHorizon)
+        .await
+        .expect("takes over after 5 s");
+    let taken = old.next_event().await.unwrap().unwrap_err();
+    assert!(taken.is_code("ResourceInUseException"), "{taken}");
+    assert!(old.next_event().await.is_none());
+    // The old one's end does not free the new one's place.
+    drop(old);
+    put(&k, 0, 1).await;
+    assert_eq!(take(&mut new, 1).await.0, strings(0, 1));
+}

@@ -170,14 +170,17 @@ pub(crate) async fn fetch(
         let Some(failure) = failure else {
             continue;
         };
+        // Another subscription to the shard is still open (one a previous owner or a restart left
+        // behind): Kinesis lets a new one take over 5 s after it started.
+        let in_use = failure.is_code("ResourceInUseException");
         match failure.class() {
-            Class::Fatal => {
+            Class::Fatal if !in_use => {
                 let _ = tx.send(Err(failure)).await;
                 return;
             }
             class => {
                 let delay = backoff.next_delay(&mut rng);
-                if failure.is_code("ResourceInUseException") || class == Class::Throttled {
+                if in_use || class == Class::Throttled {
                     tracing::debug!(shard = %shard_id, error = %failure, retry_in = ?delay, "subscription refused for now; subscribing again");
                 } else {
                     tracing::warn!(shard = %shard_id, error = %failure, retry_in = ?delay, "subscription failed; subscribing again");

@@ -1,7 +1,9 @@
 //! Enhanced fan-out in the in-memory Kinesis: consumers are ACTIVE once registered; a
 //! subscription pushes new records as they arrive (checking every [`POLL`]) for five minutes,
-//! then ends; one subscription per consumer and shard at a time (`ResourceInUseException`); the
-//! last event of a closed shard read to its end has no continuation and names the children.
+//! then ends; the last event of a closed shard read to its end has no continuation and names the
+//! children. One subscription per consumer and shard, as Kinesis: a new one within 5 s of the
+//! open one's start is refused (`ResourceInUseException`); a later one takes over, and the old
+//! one fails with `ResourceInUseException`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::types::IteratorStart;
 const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
 /// How often an open subscription looks for new records.
 const POLL: Duration = Duration::from_millis(50);
+/// A subscription younger than this cannot be taken over.
+const TAKE_OVER_AFTER: Duration = Duration::from_secs(5);
 /// The most records one event carries.
 const MAX_EVENT_RECORDS: usize = 1_000;
 
@@ -78,17 +82,24 @@ impl MemoryKinesis {
         let shard = s.shard(shard_id).map_err(|r| refused(SUBSCRIBE, r))?;
         let index = start_index(&shard.records, start).map_err(|r| refused(SUBSCRIBE, r))?;
         let key = (consumer_arn.to_owned(), shard_id.to_owned());
-        if !state.subscriptions.insert(key.clone()) {
+        let now = self.now();
+        if let Some((_, since)) = state.subscriptions.get(&key)
+            && now.saturating_sub(*since) < TAKE_OVER_AFTER
+        {
             let message = format!(
                 "Another active subscription exists for consumer {consumer_arn} on shard {shard_id}"
             );
             return Err(refused(SUBSCRIBE, ("ResourceInUseException", message)));
         }
+        let id = state.next_subscription;
+        state.next_subscription += 1;
+        state.subscriptions.insert(key.clone(), (id, now));
         Ok(Box::new(MemorySubscription {
             state: self.state.clone(),
             started: self.started,
             stream,
             key,
+            id,
             index,
             ends: Instant::now() + SUBSCRIPTION_LIFETIME,
             done: false,
@@ -104,6 +115,8 @@ struct MemorySubscription {
     stream: String,
     /// (consumer ARN, shard): released when the subscription ends or is dropped.
     key: (String, String),
+    /// Which subscription of the key this is (a later one takes over).
+    id: u64,
     index: usize,
     ends: Instant,
     done: bool,
@@ -119,13 +132,30 @@ impl MemorySubscription {
     fn release(&mut self) {
         self.done = true;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.subscriptions.remove(&self.key);
+        if state.subscriptions.get(&self.key).map(|(id, _)| *id) == Some(self.id) {
+            state.subscriptions.remove(&self.key);
+        }
     }
 
     /// The next event if there is one to send now.
     fn poll(&mut self) -> Result<Option<SubscriptionEvent>, AwsError> {
         let now = self.started.elapsed();
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.outage {
+            return Err(AwsError::new(
+                SUBSCRIBE,
+                kinesis_retry::AwsErrorKind::Connection {
+                    message: "in-memory Kinesis outage: the subscription broke".into(),
+                },
+            ));
+        }
+        if state.subscriptions.get(&self.key).map(|(id, _)| *id) != Some(self.id) {
+            let message = format!(
+                "Another subscription took over consumer {} on shard {}",
+                self.key.0, self.key.1
+            );
+            return Err(refused(SUBSCRIBE, ("ResourceInUseException", message)));
+        }
         let Some(s) = state.streams.get(&self.stream) else {
             let message = format!("Stream {} not found", self.stream);
             return Err(refused(SUBSCRIBE, ("ResourceNotFoundException", message)));

@@ -20,7 +20,7 @@
 mod fan_out;
 mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,8 +70,9 @@ struct State {
     rng: StdRng,
     /// Registered enhanced fan-out consumers by ARN: (stream, name).
     consumers: BTreeMap<String, (String, String)>,
-    /// Open subscriptions: (consumer ARN, shard).
-    subscriptions: BTreeSet<(String, String)>,
+    /// Open subscriptions by (consumer ARN, shard): (id, when it started).
+    subscriptions: BTreeMap<(String, String), (u64, Duration)>,
+    next_subscription: u64,
 }
 
 /// An in-memory Kinesis; see the module documentation.
@@ -147,7 +148,8 @@ impl MemoryKinesis {
                 panic_on_put: false,
                 rng: StdRng::seed_from_u64(seed),
                 consumers: BTreeMap::new(),
-                subscriptions: BTreeSet::new(),
+                subscriptions: BTreeMap::new(),
+                next_subscription: 0,
             })),
             started: Instant::now(),
         }

@@ -205,4 +205,54 @@ impl Kinesis for ProbedKinesis {
         self.gate.pass().await;
         self.inner.put_records(stream, entries).await
     }
+
+    async fn register_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<kinesis_api::StreamConsumer, AwsError> {
+        self.gate.pass().await;
+        self.inner.register_stream_consumer(stream_arn, name).await
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<kinesis_api::StreamConsumer, AwsError> {
+        self.gate.pass().await;
+        self.inner.describe_stream_consumer(stream_arn, name).await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<Box<dyn kinesis_api::Subscription>, AwsError> {
+        self.gate.pass().await;
+        let inner = self
+            .inner
+            .subscribe_to_shard(consumer_arn, shard_id, start)
+            .await?;
+        Ok(Box::new(GatedSubscription {
+            inner,
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+/// A subscription of a worker that may be paused: no event reaches it while it is.
+#[derive(Debug)]
+struct GatedSubscription {
+    inner: Box<dyn kinesis_api::Subscription>,
+    gate: Gate,
+}
+
+#[async_trait]
+impl kinesis_api::Subscription for GatedSubscription {
+    async fn next_event(&mut self) -> Option<Result<kinesis_api::SubscriptionEvent, AwsError>> {
+        self.gate.pass().await;
+        self.inner.next_event().await
+    }
 }

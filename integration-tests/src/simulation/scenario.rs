@@ -38,8 +38,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long the fleet must keep its balanced assignment without a move.
 const STILL_FOR: Duration = Duration::from_secs(10);
 
-fn worker_config() -> WorkerConfig {
-    WorkerConfig::default()
+/// Odd seeds read through enhanced fan-out, even ones by polling.
+fn worker_config(fan_out: bool) -> WorkerConfig {
+    let config = WorkerConfig::default();
+    let config = if fan_out {
+        config.enhanced_fan_out("sim")
+    } else {
+        config
+    };
+    config
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(FAILOVER)
         .take_interval(TAKE_INTERVAL)
@@ -232,6 +239,7 @@ async fn event(
 ///   moment they do, no lease moves (no take, no steal) for 10 s more while nothing changes.
 pub async fn run(seed: u64) -> Result<Summary, String> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let fan_out = seed % 2 == 1;
     let workers = rng.random_range(2..=6);
     let shards = rng.random_range(4..=32);
     let kinesis = Arc::new(MemoryKinesis::with_seed(seed));
@@ -242,7 +250,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         kinesis.clone(),
         store.clone(),
         workers,
-        worker_config(),
+        worker_config(fan_out),
         seed,
         true,
     );
@@ -347,8 +355,14 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     let backwards = checkpoint_regressions(&store.checkpoint_history());
     let excl = fleet.journal.read(exclusivity);
     let line = format!(
-        "seed {seed}: {workers} workers, {shards} shards, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
-        excl.longest_overlap, verdict.duplicates
+        "seed {seed}: {workers} workers, {shards} shards, {}, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
+        if fan_out {
+            "enhanced fan-out"
+        } else {
+            "polling"
+        },
+        excl.longest_overlap,
+        verdict.duplicates
     );
     let first = |v: &[String]| v[..v.len().min(10)].to_vec();
     if !verdict.ok() || !backwards.is_empty() || !excl.violations.is_empty() {
