@@ -112,9 +112,9 @@ async fn subscriptions_push_in_order_resume_after_the_continuation_and_end_at_a_
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_subscription_ends_after_five_minutes() {
-    let k = MemoryKinesis::with_seed(2);
+/// A one-shard stream "s" and its registered consumer "c".
+async fn stream_and_consumer(seed: u64) -> (MemoryKinesis, kinesis_api::StreamConsumer) {
+    let k = MemoryKinesis::with_seed(seed);
     k.create_stream("s", 1);
     let arn = k
         .describe_stream_summary(&StreamRef::new("s"))
@@ -122,6 +122,12 @@ async fn a_subscription_ends_after_five_minutes() {
         .unwrap()
         .arn;
     let consumer = k.register_stream_consumer(&arn, "c").await.unwrap();
+    (k, consumer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_ends_after_five_minutes() {
+    let (k, consumer) = stream_and_consumer(2).await;
     let mut sub = k
         .subscribe_to_shard(
             &consumer.arn,
@@ -149,14 +155,7 @@ async fn a_subscription_ends_after_five_minutes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_subscription_older_than_five_seconds_is_taken_over() {
-    let k = MemoryKinesis::with_seed(3);
-    k.create_stream("s", 1);
-    let arn = k
-        .describe_stream_summary(&StreamRef::new("s"))
-        .await
-        .unwrap()
-        .arn;
-    let consumer = k.register_stream_consumer(&arn, "c").await.unwrap();
+    let (k, consumer) = stream_and_consumer(3).await;
     let shard = "shardId-000000000000";
     let mut old = k
         .subscribe_to_shard(&consumer.arn, shard, &IteratorStart::TrimHorizon)

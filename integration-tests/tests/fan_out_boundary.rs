@@ -32,6 +32,25 @@ async fn take(subscription: &mut Box<dyn Subscription>, n: usize) -> (Vec<String
     (data, continuation)
 }
 
+/// The consumer `name` once it is ACTIVE (at most 60 s).
+async fn active(kinesis: &SdkKinesis, stream_arn: &str, name: &str) -> kinesis_api::StreamConsumer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = kinesis
+            .describe_stream_consumer(stream_arn, name)
+            .await
+            .expect("DescribeStreamConsumer");
+        if c.status == ConsumerStatus::Active {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ACTIVE in 60 s: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_registered_consumer_subscribes_and_resumes_from_the_continuation() {
     let env = TestEnv::new().await;
@@ -60,21 +79,7 @@ async fn a_registered_consumer_subscribes_and_resumes_from_the_continuation() {
         .await
         .expect("RegisterStreamConsumer");
     assert_eq!(registered.name, "it-consumer");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let consumer = loop {
-        let c = kinesis
-            .describe_stream_consumer(&stream.arn, "it-consumer")
-            .await
-            .expect("DescribeStreamConsumer");
-        if c.status == ConsumerStatus::Active {
-            break c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ACTIVE in 60 s: {c:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let consumer = active(&kinesis, &stream.arn, "it-consumer").await;
     assert_eq!(consumer.arn, registered.arn);
     let again = kinesis
         .register_stream_consumer(&stream.arn, "it-consumer")
@@ -125,20 +130,7 @@ async fn a_registered_consumer_subscribes_and_resumes_from_the_continuation() {
         .register_stream_consumer(&stream.arn, "it-consumer-2")
         .await
         .expect("RegisterStreamConsumer");
-    let other = loop {
-        let c = kinesis
-            .describe_stream_consumer(&stream.arn, &other.name)
-            .await
-            .expect("DescribeStreamConsumer");
-        if c.status == ConsumerStatus::Active {
-            break c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ACTIVE in 60 s: {c:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let other = active(&kinesis, &stream.arn, &other.name).await;
     let mut resumed = kinesis
         .subscribe_to_shard(
             &other.arn,
