@@ -3,7 +3,7 @@
 //! aggregate that landed on a shard not owning all of them, and counts them), and for every partition key all records of a parent shard are processed before
 //! any record of its children (splits AND merges), whatever the initial position: children of a
 //! shard that has a lease start at TRIM_HORIZON after their parents, also under `Latest` and
-//! `AtTimestamp`.
+//! `AtTimestamp`. Each case runs polling and through enhanced fan-out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -53,7 +53,23 @@ async fn under_latest_too_parents_come_before_children_and_no_child_record_is_sk
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_enhanced_fan_out_under_latest_too() {
+    integration_tests::log_capture::warnings_to_test_output();
+    split_and_merge(InitialPosition::Latest, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_latest_a_split_while_no_worker_runs_loses_nothing_and_keeps_the_order() {
+    split_while_no_worker_runs(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_enhanced_fan_out_a_split_while_no_worker_runs_loses_nothing_too() {
+    split_while_no_worker_runs(true).await;
+}
+
+/// `fan_out`: read through enhanced fan-out instead of polling.
+async fn split_while_no_worker_runs(fan_out: bool) {
     integration_tests::log_capture::warnings_to_test_output();
     let env = TestEnv::new().await;
     let stream = env.create_stream(2).await;
@@ -65,7 +81,11 @@ async fn under_latest_a_split_while_no_worker_runs_loses_nothing_and_keeps_the_o
             &table.name,
             &stream.name,
             log.factory("w"),
-            test_worker_config("w", InitialPosition::Latest),
+            if fan_out {
+                test_worker_config("w", InitialPosition::Latest).enhanced_fan_out(&table.name)
+            } else {
+                test_worker_config("w", InitialPosition::Latest)
+            },
         )
     };
     let producer =
@@ -132,6 +152,16 @@ async fn under_at_timestamp_too_parents_come_before_children() {
     split_and_merge(
         InitialPosition::AtTimestamp(std::time::SystemTime::now()),
         false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_enhanced_fan_out_under_at_timestamp_too() {
+    integration_tests::log_capture::warnings_to_test_output();
+    split_and_merge(
+        InitialPosition::AtTimestamp(std::time::SystemTime::now()),
+        true,
     )
     .await;
 }
