@@ -33,6 +33,11 @@ pub const TAKE_INTERVAL: Duration = Duration::from_millis(500);
 pub const LIVENESS_BOUND: Duration = Duration::from_millis(
     FAILOVER.as_millis() as u64 + 2 * TAKE_INTERVAL.as_millis() as u64 + 1_000,
 );
+/// The longest a previous owner may still start batches after another worker took its lease:
+/// it stops at its next refused renewal, or gives the lease up one failover time after its last
+/// renewal. Measured: 3.4 s over 1,000 seeds; 11.6 s before a re-taken lease stopped its earlier
+/// hold's processor.
+pub const OVERLAP_BOUND: Duration = Duration::from_millis(FAILOVER.as_millis() as u64 + 2_000);
 /// How often the checks look at the fleet.
 const POLL: Duration = Duration::from_millis(100);
 /// How long the fleet must keep its balanced assignment without a move.
@@ -365,9 +370,13 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         verdict.duplicates
     );
     let first = |v: &[String]| v[..v.len().min(10)].to_vec();
-    if !verdict.ok() || !backwards.is_empty() || !excl.violations.is_empty() {
+    if !verdict.ok()
+        || !backwards.is_empty()
+        || !excl.violations.is_empty()
+        || excl.longest_overlap > OVERLAP_BOUND
+    {
         return Err(format!(
-            "{line}\ncheckpoints backwards {:?}\nsingle-processor bound broken {:?}\nnever delivered {:?}\nout of order {:?}\nsession regressions {:?}\nunexplained duplicates {:?}",
+            "{line}\noverlap bound {OVERLAP_BOUND:?}\ncheckpoints backwards {:?}\nsingle-processor bound broken {:?}\nnever delivered {:?}\nout of order {:?}\nsession regressions {:?}\nunexplained duplicates {:?}",
             first(&backwards),
             first(&excl.violations),
             first(&verdict.never_delivered),

@@ -86,10 +86,20 @@ impl LeaseCoordinator {
     /// Starts tracking a lease just taken.
     fn hold(&self, lease: crate::leases::Lease) -> Arc<HeldLease> {
         let held = HeldLease::new(lease);
-        self.held
+        let replaced = self
+            .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(held.key.clone(), held.clone());
+        // Taken again before a renewal noticed that another worker had it meanwhile: the old
+        // hold's processor must stop (the new hold gets its own), or two would run side by side.
+        if let Some(old) = replaced
+            && !old.lost.is_cancelled()
+        {
+            tracing::info!(worker = %self.worker_id, lease = %held.key, "lease taken again after another worker held it: the earlier hold's processor stops");
+            crate::kcl_metrics::lost();
+            old.lost.cancel();
+        }
         crate::kcl_metrics::current_leases(self.held_count());
         held
     }
@@ -230,6 +240,26 @@ mod tests {
         let a = coordinator(store.clone(), "a");
         let held = a.take_round().await.unwrap();
         (store, a, held)
+    }
+
+    /// Seen in the fleet simulation (seed 547): "b" stole the lease and released it at shutdown
+    /// before "a" renewed, and "a" took it again; the first hold's processor went on beside the
+    /// new one's for 11.6 s, until a checkpoint found the lease changed.
+    #[tokio::test(start_paused = true)]
+    async fn taking_a_lease_again_stops_the_earlier_hold() {
+        let (store, a, held) = one_lease_held_by_a().await;
+        let first = held[0].clone();
+        let current = store.get("s0").await.unwrap().unwrap();
+        let stolen = store.take(&current, "b").await.unwrap();
+        store.release(&stolen).await.unwrap();
+        let again = a.take_round().await.unwrap();
+        assert_eq!(again.len(), 1, "taken again");
+        assert!(
+            first.lost.is_cancelled(),
+            "the earlier hold's processor is told the lease was lost"
+        );
+        assert!(!again[0].lost.is_cancelled());
+        assert_eq!(a.held_count(), 1);
     }
 
     #[tokio::test(start_paused = true)]
