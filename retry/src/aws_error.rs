@@ -68,35 +68,16 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        let kind = match &err {
-            SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
-            SdkError::DispatchFailure(f) if f.is_timeout() => AwsErrorKind::Timeout,
-            SdkError::DispatchFailure(f) => AwsErrorKind::Connection {
-                message: match f.as_connector_error() {
-                    Some(c) => DisplayErrorContext(c).to_string(),
-                    None => "dispatch failure".to_owned(),
-                },
-            },
-            SdkError::ResponseError(r) => AwsErrorKind::Connection {
-                message: format!(
-                    "the answer could not be read (HTTP {})",
-                    r.raw().status().as_u16()
-                ),
-            },
-            SdkError::ServiceError(s) => AwsErrorKind::Service {
-                code: s.err().code().unwrap_or("Unknown").to_owned(),
-                message: s.err().message().unwrap_or_default().to_owned(),
-                status: Some(s.raw().status().as_u16()),
-            },
-            other => AwsErrorKind::Other {
-                message: DisplayErrorContext(other).to_string(),
-            },
+        let status = match &err {
+            SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
+            _ => None,
         };
-        AwsError {
-            operation,
-            kind: Box::new(kind),
-            source: Some(Box::new(err)),
-        }
+        Self::reduce(operation, err, status, None, |r| {
+            format!(
+                "the answer could not be read (HTTP {})",
+                r.status().as_u16()
+            )
+        })
     }
 
     /// From an error of an event stream (SubscribeToShard's events): the same reduction, without
@@ -111,16 +92,41 @@ impl AwsError {
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
         R: fmt::Debug + Send + Sync + 'static,
     {
+        Self::reduce(operation, err, None, code, |_| {
+            "an event could not be read".to_owned()
+        })
+    }
+
+    /// The one reduction of an SDK error: timeouts, connection failures (`unreadable` describes
+    /// an answer that could not be read), the service's code (`code` where the metadata has
+    /// none), message and `status`.
+    fn reduce<E, R>(
+        operation: &'static str,
+        err: SdkError<E, R>,
+        status: Option<u16>,
+        code: Option<&'static str>,
+        unreadable: impl FnOnce(&R) -> String,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
         let kind = match &err {
             SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
             SdkError::DispatchFailure(f) if f.is_timeout() => AwsErrorKind::Timeout,
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsErrorKind::Connection {
-                message: DisplayErrorContext(&err).to_string(),
+            SdkError::DispatchFailure(f) => AwsErrorKind::Connection {
+                message: match f.as_connector_error() {
+                    Some(c) => DisplayErrorContext(c).to_string(),
+                    None => "dispatch failure".to_owned(),
+                },
+            },
+            SdkError::ResponseError(r) => AwsErrorKind::Connection {
+                message: unreadable(r.raw()),
             },
             SdkError::ServiceError(s) => AwsErrorKind::Service {
                 code: s.err().code().or(code).unwrap_or("Unknown").to_owned(),
                 message: s.err().message().unwrap_or_default().to_owned(),
-                status: None,
+                status,
             },
             other => AwsErrorKind::Other {
                 message: DisplayErrorContext(other).to_string(),

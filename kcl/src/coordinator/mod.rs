@@ -86,11 +86,11 @@ impl LeaseCoordinator {
     /// Starts tracking a lease just taken.
     fn hold(&self, lease: crate::leases::Lease) -> Arc<HeldLease> {
         let held = HeldLease::new(lease);
-        let replaced = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(held.key.clone(), held.clone());
+        let (replaced, count) = {
+            let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            (map.insert(held.key.clone(), held.clone()), map.len())
+        };
+        crate::kcl_metrics::current_leases(count);
         // Taken again before a renewal noticed that another worker had it meanwhile: the old
         // hold's processor must stop (the new hold gets its own), or two would run side by side.
         if let Some(old) = replaced
@@ -100,7 +100,6 @@ impl LeaseCoordinator {
             crate::kcl_metrics::lost();
             old.lost.cancel();
         }
-        crate::kcl_metrics::current_leases(self.held_count());
         held
     }
 

@@ -148,7 +148,10 @@ impl Consumers {
             .by_task
             .remove(&id)
             .expect("every consumer task is registered when spawned");
-        self.ctx.status.remove(&held.key);
+        // A shard taken again has a newer consumer already: its status stays.
+        if !self.by_task.values().any(|h| h.key == held.key) {
+            self.ctx.status.remove(&held.key);
+        }
         Some((held, ended))
     }
 

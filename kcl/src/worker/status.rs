@@ -124,17 +124,19 @@ impl Board {
     }
 
     pub(crate) fn shard_phase(&self, shard: &str, phase: ShardPhase) {
-        self.with(|i| {
-            i.shards
-                .entry(shard.to_owned())
-                .and_modify(|s| s.phase = phase)
-                .or_insert_with(|| ShardStatus {
+        self.with(|i| match i.shards.get_mut(shard) {
+            // Every turn of a shard's loop reports: no allocation when the entry exists.
+            Some(s) => s.phase = phase,
+            None => {
+                let status = ShardStatus {
                     shard_id: shard.to_owned(),
                     phase,
                     millis_behind_latest: None,
                     records_processed: 0,
                     last_batch_at: None,
-                });
+                };
+                i.shards.insert(shard.to_owned(), status);
+            }
         });
     }
 
