@@ -183,6 +183,26 @@ async fn a_java_kcl_row_is_read_and_its_extra_attributes_survive_our_writes() {
         "attributes we do not know are kept"
     );
     assert_eq!(raw.get("leaseOwner"), Some(&s("rust-worker")));
+
+    // KCL 3.5+ keeps its other entities in the lease table: they are not leases.
+    env.dynamodb
+        .put_item()
+        .table_name(&table.name)
+        .item("leaseKey", s("java-worker"))
+        .item("entityType", s("WORKER_METRIC_STATS"))
+        .item("lut", n("1733000000"))
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(keys, ["shardId-000000000001"]);
+    assert_eq!(store.get("java-worker").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,4 +244,75 @@ async fn a_checkpoint_whose_answer_was_lost_is_recognised_as_done_when_retried()
     direct.take(&current, "thief").await.unwrap();
     let err = proxied.checkpoint(&written, &at, None).await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
+}
+
+/// A graceful hand-off (KCL 3.x's `checkpointOwner`) through DynamoDB's condition expressions:
+/// the old owner stays in charge, renewing and checkpointing, until it releases the lease to the
+/// new owner; the new owner can do neither before.
+#[tokio::test]
+async fn a_hand_off_keeps_the_old_owner_in_charge_until_it_releases() {
+    let env = TestEnv::new().await;
+    let (store, _table) = store(&env).await;
+    let lease = Lease::new("shardId-000000000000", CheckpointPosition::TrimHorizon);
+    store.create_if_absent(&lease).await.unwrap();
+    let a = store.take(&lease, "worker-a").await.unwrap();
+
+    let handing = store.hand_off(&a, "worker-b").await.unwrap();
+    assert_eq!(
+        (
+            handing.owner.as_deref(),
+            handing.checkpoint_owner.as_deref()
+        ),
+        (Some("worker-b"), Some("worker-a"))
+    );
+    assert_eq!(handing.counter, a.counter, "the counter does not move");
+    assert!(
+        store
+            .hand_off(&a, "worker-c")
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "one hand-off at a time"
+    );
+
+    // The old owner's renewal goes through and tells it of the hand-off.
+    let renewed = store.renew(&a).await.unwrap();
+    assert_eq!(renewed.checkpoint_owner.as_deref(), Some("worker-a"));
+    let position = CheckpointPosition::Sequence {
+        sequence: SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898")
+            .unwrap(),
+        sub_sequence: 0,
+    };
+    let checkpointed = store.checkpoint(&renewed, &position, None).await.unwrap();
+    // The new owner's copy (no checkpoint owner) is refused until the hand-off completes.
+    let mut b_copy = checkpointed.clone();
+    b_copy.checkpoint_owner = None;
+    assert!(
+        store
+            .checkpoint(&b_copy, &position, None)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    assert!(store.release(&b_copy).await.unwrap_err().is_conflict());
+
+    let done = store.release(&checkpointed).await.unwrap();
+    assert_eq!(
+        (done.owner.as_deref(), done.checkpoint_owner.as_deref()),
+        (Some("worker-b"), None)
+    );
+    let stored = store.get(&lease.key).await.unwrap().unwrap();
+    assert_eq!(stored, done);
+    assert_eq!(stored.checkpoint, position);
+    let b = store.take(&stored, "worker-b").await.unwrap();
+    assert_eq!(b.owner.as_deref(), Some("worker-b"));
+
+    // A take in the middle of a hand-off (its old owner died) ends it.
+    let handing = store.hand_off(&b, "worker-c").await.unwrap();
+    let d = store.take(&handing, "worker-d").await.unwrap();
+    assert_eq!(
+        (d.owner.as_deref(), d.checkpoint_owner.as_deref()),
+        (Some("worker-d"), None)
+    );
+    assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), d);
 }

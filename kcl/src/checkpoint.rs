@@ -19,6 +19,11 @@ pub(crate) struct HeldLease {
     /// Cancelled when the lease is lost (taken by another worker, or not renewed in time).
     pub(crate) lost: CancellationToken,
     pub(crate) last_renewed: Mutex<Instant>,
+    /// Cancelled when another worker asked for the lease (a graceful hand-off): the processor
+    /// gets `shutdown_requested`, checkpoints, and the lease is then released to that worker.
+    pub(crate) handoff: CancellationToken,
+    /// When this worker learnt of the hand-off.
+    pub(crate) handoff_since: Mutex<Option<Instant>>,
 }
 
 impl HeldLease {
@@ -28,6 +33,8 @@ impl HeldLease {
             lease: tokio::sync::Mutex::new(lease),
             lost: CancellationToken::new(),
             last_renewed: Mutex::new(Instant::now()),
+            handoff: CancellationToken::new(),
+            handoff_since: Mutex::new(None),
         })
     }
 }

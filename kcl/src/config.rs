@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub(crate) resume_own_leases_at_start: bool,
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) fan_out_consumer: Option<String>,
+    pub(crate) graceful_handoff: bool,
+    pub(crate) graceful_handoff_timeout: Duration,
 }
 
 /// A setting a worker cannot run with.
@@ -78,6 +80,8 @@ impl Default for WorkerConfig {
             resume_own_leases_at_start: true,
             jitter_seed: None,
             fan_out_consumer: None,
+            graceful_handoff: true,
+            graceful_handoff_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -238,6 +242,25 @@ impl WorkerConfig {
         self
     }
 
+    /// Whether a lease taken from a live worker to balance the fleet is handed off gracefully,
+    /// as KCL 3.x does (`checkpointOwner`): its owner's processor gets `shutdown_requested` and
+    /// checkpoints, and only then does this worker start it, so a planned move processes no
+    /// record twice. With false, the lease is taken at once, as KCL 2.x does: both workers
+    /// process it until the owner's next renewal (up to a third of the failover time), and
+    /// records after the last checkpoint are processed twice. Default true.
+    pub fn graceful_lease_handoff(mut self, graceful: bool) -> Self {
+        self.graceful_handoff = graceful;
+        self
+    }
+
+    /// How long a processor asked to hand its lease off may take to checkpoint and stop before
+    /// the lease is handed over anyway (it then gets `lease_lost`). Default 30 s (KCL's
+    /// `gracefulLeaseHandoffTimeoutMillis`).
+    pub fn graceful_lease_handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_handoff_timeout = timeout;
+        self
+    }
+
     /// Checks every setting; [`crate::Worker::run`] calls it first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting: &'static str, problem: &str| {
@@ -258,6 +281,10 @@ impl WorkerConfig {
             ("lease_cleanup_interval", self.lease_cleanup_interval),
             ("lease_call_timeout", self.lease_call_timeout),
             ("kinesis_call_timeout", self.kinesis_call_timeout),
+            (
+                "graceful_lease_handoff_timeout",
+                self.graceful_handoff_timeout,
+            ),
         ] {
             if value.is_zero() {
                 return bad(setting, "must be greater than zero");

@@ -73,10 +73,11 @@ async fn open_shards(kinesis: &MemoryKinesis) -> Vec<String> {
 async fn fleet_settled(fleet: &Fleet, open: &[String], even: bool) -> bool {
     let leases = fleet.store.list().await.unwrap_or_default();
     let live = fleet.live();
+    let now = fleet.journal.now();
     (!even || imbalance(&leases, &live).is_none())
         && fleet
             .journal
-            .read(|e| unprocessed(open, &leases, &live, e))
+            .read(|e| unprocessed(open, &leases, &live, e, now))
             .is_empty()
 }
 

@@ -109,17 +109,26 @@ pub fn exclusivity(entries: &[(Duration, Entry)]) -> Exclusivity {
     out
 }
 
+/// How long a shard handed off gracefully may go without a processor: the new owner reads the
+/// leases handed to it every half renew interval (500 ms here), and takes a released one at once.
+pub const HANDOFF_TRANSIT: Duration = Duration::from_secs(1);
+
 /// Open shards not being processed: each must have a lease owned by a running worker that has a
 /// processor session for it that is initialised and not ended.
+///
+/// A shard handed off gracefully within the last [`HANDOFF_TRANSIT`] before `now` is in transit,
+/// not unprocessed: its old owner has checkpointed and let go, and the new owner starts it at its
+/// next poll.
 pub fn unprocessed(
     open: &[String],
     leases: &[Lease],
     live: &HashSet<String>,
     entries: &[(Duration, Entry)],
+    now: Duration,
 ) -> Vec<String> {
     let owner: HashMap<&str, Option<&str>> = leases
         .iter()
-        .map(|l| (l.key.as_str(), l.owner.as_deref()))
+        .map(|l| (l.key.as_str(), l.actual_owner()))
         .collect();
     // The sessions running now, per (worker, shard).
     let mut active: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
@@ -145,9 +154,21 @@ pub fn unprocessed(
             _ => {}
         }
     }
+    let in_transit: HashSet<&str> = entries
+        .iter()
+        .rev()
+        .take_while(|(at, _)| now.saturating_sub(*at) <= HANDOFF_TRANSIT)
+        .filter_map(|(_, e)| match e {
+            Entry::HandedOff { shard, .. } => Some(shard.as_str()),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
     for shard in open {
         let shard = shard.as_str();
+        if in_transit.contains(shard) {
+            continue;
+        }
         match owner.get(shard).copied().flatten() {
             None => out.push(format!("{shard}: no owner")),
             Some(w) if !live.contains(w) => out.push(format!("{shard}: owned by {w}, not running")),
@@ -180,6 +201,9 @@ pub fn moves_since(entries: &[(Duration, Entry)], since: Duration) -> Vec<String
         .filter(|(at, _)| *at > since)
         .filter_map(|(at, e)| match e {
             Entry::Took { worker, shard } => Some(format!("{worker} took {shard} at {at:?}")),
+            Entry::HandedOff { worker, shard } => {
+                Some(format!("{worker} handed {shard} off at {at:?}"))
+            }
             _ => None,
         })
         .collect()

@@ -34,6 +34,9 @@ pub enum Entry {
     RenewRefused { worker: String, shard: String },
     /// The store made `worker` the owner.
     Took { worker: String, shard: String },
+    /// `worker` released a lease it was handing off (graceful hand-off): the new owner starts
+    /// it at its next poll.
+    HandedOff { worker: String, shard: String },
 }
 
 /// The shared journal.

@@ -92,6 +92,11 @@ impl LeaseStore for ProbedStore {
         self.inner.list().await
     }
 
+    async fn owned_by(&self, owner: &str) -> Result<Option<Vec<Lease>>, LeaseError> {
+        self.enter().await;
+        self.inner.owned_by(owner).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
         self.enter().await;
         self.inner.get(key).await
@@ -131,7 +136,19 @@ impl LeaseStore for ProbedStore {
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.enter().await;
-        self.inner.release(lease).await
+        let released = self.inner.release(lease).await;
+        if released.is_ok() && lease.is_handing_off() {
+            self.journal.push(Entry::HandedOff {
+                worker: self.worker.clone(),
+                shard: lease.key.clone(),
+            });
+        }
+        released
+    }
+
+    async fn hand_off(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.enter().await;
+        self.inner.hand_off(lease, new_owner).await
     }
 
     async fn checkpoint(

@@ -303,7 +303,8 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     let mut missing = Vec::new();
     while quiet.elapsed() <= LIVENESS_BOUND + FAILOVER {
         let leases = st.list().await.unwrap_or_default();
-        let now_missing = journal.read(|entries| unprocessed(&open, &leases, &live, entries));
+        let now = journal.now();
+        let now_missing = journal.read(|entries| unprocessed(&open, &leases, &live, entries, now));
         if !now_missing.is_empty() {
             settled_after = quiet.elapsed() + Duration::from_millis(250);
             missing = now_missing;

@@ -13,6 +13,7 @@ use crate::checkpoint::HeldLease;
 use crate::leases::{LeaseError, LeaseStore};
 
 // Used by the coordinator below; also tested on their own.
+mod handoff;
 pub(crate) mod renewer;
 mod take_round;
 pub(crate) mod taker;
@@ -27,6 +28,11 @@ pub(crate) struct LeaseCoordinator {
     failover_time: Duration,
     held: Mutex<BTreeMap<String, Arc<HeldLease>>>,
     taker: tokio::sync::Mutex<LeaseTaker>,
+    /// Steals are graceful hand-offs, and a hand-off away from this worker completes within
+    /// this time; `None`: steals take the lease at once (KCL 2.x).
+    handoff_timeout: Option<Duration>,
+    /// Leases handed off to this worker, waiting for their old owner to release them.
+    awaiting: Mutex<BTreeMap<String, handoff::Awaiting>>,
 }
 
 impl LeaseCoordinator {
@@ -36,7 +42,9 @@ impl LeaseCoordinator {
             worker_id: config.worker_id.clone(),
             failover_time: config.failover_time,
             held: Mutex::new(BTreeMap::new()),
+            handoff_timeout: config.handoff_timeout,
             taker: tokio::sync::Mutex::new(LeaseTaker::new(config)),
+            awaiting: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -63,10 +71,31 @@ impl LeaseCoordinator {
     /// (an earlier process with the same id was killed holding them), without waiting for them to
     /// expire. Each take is conditional on the counter, so a live process renewing them wins.
     pub(crate) async fn resume_own(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
-        let leases = self.store.list().await?;
+        // Through the lease owner index where there is one (a lease taken a moment before the
+        // restart may be missing from it: it expires and is taken like any other).
+        let leases = match self.store.owned_by(&self.worker_id).await {
+            Ok(Some(leases)) => leases,
+            Ok(None) => self.store.list().await?,
+            Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),
+            Err(e) => {
+                tracing::info!(worker = %self.worker_id, error = %e, "reading this worker's leases through the lease owner index failed; scanning the table instead");
+                self.store.list().await?
+            }
+        };
         let mut resumed = Vec::new();
         for lease in leases {
-            if lease.is_finished() || lease.owner.as_deref() != Some(self.worker_id.as_str()) {
+            if lease.is_finished() {
+                continue;
+            }
+            // Handed to this id by a worker still processing it: wait for its release.
+            if lease.is_handing_off()
+                && lease.owner.as_deref() == Some(self.worker_id.as_str())
+                && lease.actual_owner() != Some(self.worker_id.as_str())
+            {
+                self.await_handoff(&lease, None);
+                continue;
+            }
+            if lease.actual_owner() != Some(self.worker_id.as_str()) {
                 continue;
             }
             match self.store.take(&lease, &self.worker_id).await {
@@ -85,6 +114,10 @@ impl LeaseCoordinator {
 
     /// Starts tracking a lease just taken.
     fn hold(&self, lease: crate::leases::Lease) -> Arc<HeldLease> {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease.key);
         let held = HeldLease::new(lease);
         let (replaced, count) = {
             let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,8 +186,11 @@ impl LeaseCoordinator {
         match self.store.renew(&lease).await {
             Ok(renewed) => {
                 tracing::trace!(worker = %self.worker_id, lease = %held.key, counter = renewed.counter, "lease renewed");
+                self.notice_handoff(held, &renewed);
                 *lease = renewed;
                 *held.last_renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                drop(lease);
+                self.enforce_handoff_timeout(held).await;
             }
             Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
                 tracing::info!(worker = %self.worker_id, lease = %held.key, error = %e, "lease lost");
@@ -226,6 +262,7 @@ mod tests {
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
                 seed: 0,
+                handoff_timeout: None,
             },
         )
     }

@@ -128,6 +128,7 @@ mod tests {
                 max_leases_per_worker: usize::MAX,
                 max_leases_to_steal: 1,
                 seed: 0,
+                handoff_timeout: None,
             },
         ));
         assert_eq!(coordinator.take_round().await.unwrap().len(), keys.len());

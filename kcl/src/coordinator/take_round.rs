@@ -37,7 +37,10 @@ impl LeaseCoordinator {
                 }
                 Err(e) => return Err(e),
             };
-            let held = self.held_keys();
+            // Leases on their way here count as held: they are this worker's share, and their
+            // old owner's renewals are expected.
+            let mut held = self.held_keys();
+            held.extend(self.awaiting_keys());
             let plan = self.taker.lock().await.plan(&leases, &held, Instant::now());
             tracing::debug!(worker = %self.worker_id, leases = leases.len(), held = held.len(), take = plan.take.len(), steal = plan.steal.len(), "take round");
             let attempts: Vec<(Lease, bool)> = plan
@@ -65,10 +68,17 @@ impl LeaseCoordinator {
         for (done, chunk) in attempts.chunks(CONCURRENT_TAKES).enumerate() {
             let mut lost = 0;
             let mut taking = JoinSet::new();
+            let hand_off = self.steals_hand_off();
             for (lease, stolen) in chunk.iter().cloned() {
                 let (store, me) = (self.store.clone(), self.worker_id.clone());
                 taking.spawn(async move {
-                    let result = take_one(&*store, &lease, stolen, &me).await;
+                    let result = if stolen && hand_off {
+                        ask_for(&*store, &lease, &me).await.map(Taken::HandingOff)
+                    } else {
+                        take_one(&*store, &lease, stolen, &me)
+                            .await
+                            .map(Taken::Held)
+                    };
                     (lease, stolen, result)
                 });
             }
@@ -78,10 +88,17 @@ impl LeaseCoordinator {
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
                 match result {
-                    Ok(mine) => {
+                    Ok(Taken::Held(mine)) => {
                         tracing::info!(worker = %self.worker_id, lease = %mine.key, stolen, previous = ?lease.owner, "took lease");
                         crate::kcl_metrics::taken(stolen);
                         taken.push(self.hold(mine));
+                    }
+                    Ok(Taken::HandingOff(asked)) => {
+                        tracing::info!(worker = %self.worker_id, lease = %asked.key, from = ?asked.checkpoint_owner, "asked for a lease (graceful hand-off): it starts here once its owner has checkpointed and released it");
+                        // Its counter last moved when the taker last saw it move (an owner that
+                        // died then is not given a further failover time).
+                        let changed_at = self.taker.lock().await.last_change(&asked.key);
+                        self.await_handoff(&asked, changed_at);
                     }
                     // Another worker was faster, or the owner renewed.
                     Err(e) if e.is_conflict() => {
@@ -103,6 +120,20 @@ impl LeaseCoordinator {
         }
         Ok(false)
     }
+}
+
+/// What a take or steal got.
+enum Taken {
+    /// Held now.
+    Held(Lease),
+    /// Being handed off to this worker.
+    HandingOff(Lease),
+}
+
+/// A graceful steal: asks the owner to hand the lease off. Unlike a take it does not race the
+/// owner's renewals (the counter is not compared).
+async fn ask_for(store: &dyn LeaseStore, lease: &Lease, me: &str) -> Result<Lease, LeaseError> {
+    store.hand_off(lease, me).await
 }
 
 /// One take. A steal races its live owner's renewals: the counter moving under the same owner

@@ -35,6 +35,8 @@ pub(crate) struct TakerConfig {
     /// Seeds the choice among equally good leases (from the worker's jitter, so a simulated
     /// fleet replays exactly).
     pub(crate) seed: u64,
+    /// Steals are graceful hand-offs completing within this time; `None`: immediate takes.
+    pub(crate) handoff_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -138,7 +140,12 @@ impl LeaseTaker {
             .min(self.config.max_leases_to_steal)
             .min(held.len().saturating_sub(target).max(1));
         // A random one of its leases: idle workers stealing at once mostly pick different ones.
-        let mut steal: Vec<Lease> = held.iter().map(|l| (*l).clone()).collect();
+        // One already being handed off is on its way elsewhere.
+        let mut steal: Vec<Lease> = held
+            .iter()
+            .filter(|l| !l.is_handing_off())
+            .map(|l| (*l).clone())
+            .collect();
         steal.sort_by(|a, b| a.key.cmp(&b.key));
         steal.shuffle(&mut self.rng);
         steal.truncate(count);
@@ -152,7 +159,9 @@ impl LeaseTaker {
         let me = self.config.worker_id.as_str();
         let mut next = HashMap::with_capacity(leases.len());
         for lease in leases {
+            // (A lease handed off to this worker is renewed by its old owner until released.)
             let renewed_by_my_id_elsewhere = lease.owner.as_deref() == Some(me)
+                && !lease.is_handing_off()
                 && !held.contains(&lease.key)
                 && self.observed.get(&lease.key).is_some_and(|o| {
                     !o.held && o.owner == lease.owner && o.counter != lease.counter
@@ -179,6 +188,11 @@ impl LeaseTaker {
         self.observed = next;
     }
 
+    /// When this worker last saw the lease's counter (or owner) change.
+    pub(crate) fn last_change(&self, key: &str) -> Option<Instant> {
+        self.observed.get(key).and_then(|o| o.changed_at)
+    }
+
     fn is_expired(&self, lease: &Lease, now: Instant) -> bool {
         if lease.owner.is_none() {
             return true;
@@ -202,6 +216,7 @@ mod tests {
             max_leases_per_worker: usize::MAX,
             max_leases_to_steal: 1,
             seed: 0,
+            handoff_timeout: None,
         }
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use kinesis_retry::{AwsErrorKind, RetryPolicy, retry};
 
 use super::dynamodb::DynamoDbLeaseStore;
-use super::item::{LEASE_COUNTER, LEASE_KEY, LEASE_OWNER, from_item, n, s};
+use super::item::{CHECKPOINT_OWNER, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER, from_item, n, s};
 use super::lease::Lease;
 use super::store::LeaseError;
 
@@ -114,11 +114,14 @@ impl DynamoDbLeaseStore {
     }
 }
 
-/// The condition of an update, always requiring the lease to exist.
+/// The condition of an update, always requiring the lease to exist. An owner condition is on
+/// the lease's actual owner: `checkpointOwner` while a hand-off is under way, else `leaseOwner`.
 pub(super) enum Condition {
     Counter(u64),
     Owner(Option<String>),
     CounterAndOwner(u64, Option<String>),
+    /// Owned by this worker, with no hand-off under way.
+    OwnerNotHandingOff(String),
 }
 
 impl Condition {
@@ -130,21 +133,33 @@ impl Condition {
             Condition::Counter(c) => (Some(c), None),
             Condition::Owner(o) => (None, Some(o)),
             Condition::CounterAndOwner(c, o) => (Some(c), Some(o)),
+            Condition::OwnerNotHandingOff(o) => {
+                values.push((":owner".into(), s(&o)));
+                parts.push("#owner = :owner AND attribute_not_exists(#cpowner)".into());
+                (None, None)
+            }
         };
         if let Some(c) = counter {
             names.push(("#counter".into(), LEASE_COUNTER.into()));
             values.push((":counter".into(), n(c)));
             parts.push("#counter = :counter".into());
         }
-        if let Some(owner) = owner {
-            names.push(("#owner".into(), LEASE_OWNER.into()));
-            match owner {
-                Some(o) => {
-                    values.push((":owner".into(), s(&o)));
-                    parts.push("#owner = :owner".into());
-                }
-                None => parts.push("attribute_not_exists(#owner)".into()),
+        match owner {
+            Some(Some(o)) => {
+                values.push((":owner".into(), s(&o)));
+                parts.push(
+                    "(#cpowner = :owner OR (attribute_not_exists(#cpowner) AND #owner = :owner))"
+                        .into(),
+                );
             }
+            Some(None) => {
+                parts.push("attribute_not_exists(#owner) AND attribute_not_exists(#cpowner)".into())
+            }
+            None => {}
+        }
+        if parts.iter().any(|p| p.contains("#owner")) {
+            names.push(("#owner".into(), LEASE_OWNER.into()));
+            names.push(("#cpowner".into(), CHECKPOINT_OWNER.into()));
         }
         RenderedCondition {
             expression: parts.join(" AND "),

@@ -9,17 +9,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    AttributeValue, BillingMode, KeySchemaElement, KeyType, TableStatus,
 };
 use kinesis_retry::{AwsError, AwsErrorKind, BackoffConfig, RetryPolicy, retry};
 
 use super::conditional::Condition;
 use super::item::{
-    CHECKPOINT, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER,
-    OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB, from_item, n, s, to_item,
+    CHECKPOINT, CHECKPOINT_OWNER, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY,
+    LEASE_OWNER, OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB, from_item,
+    is_lease_row, n, s, to_item,
 };
 use super::lease::{CheckpointPosition, Lease};
+use super::owner_index;
 use super::store::{LeaseError, LeaseStore};
 
 /// How long `ensure_table` waits for a new table to become ACTIVE.
@@ -103,14 +104,9 @@ impl DynamoDbLeaseStore {
 }
 
 impl DynamoDbLeaseStore {
-    /// Creates the table (on-demand capacity, key `leaseKey`); another worker creating it at the
-    /// same moment is fine.
+    /// Creates the table (on-demand capacity, key `leaseKey`, with the lease owner index);
+    /// another worker creating it at the same moment is fine.
     async fn create_table(&self) -> Result<(), LeaseError> {
-        let definition = AttributeDefinition::builder()
-            .attribute_name(LEASE_KEY)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("name and type are set");
         let key = KeySchemaElement::builder()
             .attribute_name(LEASE_KEY)
             .key_type(KeyType::Hash)
@@ -121,8 +117,9 @@ impl DynamoDbLeaseStore {
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(definition)
-            .key_schema(key);
+            .set_attribute_definitions(Some(owner_index::attribute_definitions()))
+            .key_schema(key)
+            .global_secondary_indexes(owner_index::index());
         let result = retry(policy(), LeaseError::class, || async {
             match request.clone().send().await {
                 Ok(_) => Ok(true),
@@ -142,7 +139,7 @@ impl DynamoDbLeaseStore {
     }
 
     /// Logs a malformed row once (per key and reason).
-    fn log_malformed(&self, e: &LeaseError) {
+    pub(super) fn log_malformed(&self, e: &LeaseError) {
         if let LeaseError::Malformed { key, message } = e {
             let mut logged = self
                 .malformed_logged
@@ -172,7 +169,10 @@ impl LeaseStore for DynamoDbLeaseStore {
             .await;
             match described {
                 Ok(d) => {
-                    if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                    if let Some(table) = d.table()
+                        && table.table_status() == Some(&TableStatus::Active)
+                    {
+                        self.ensure_owner_index(table).await;
                         return Ok(());
                     }
                 }
@@ -219,7 +219,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                     .map_err(|e| self.error("DynamoDB Scan", e))
             })
             .await?;
-            for item in page.items() {
+            for item in page.items().iter().filter(|item| is_lease_row(item)) {
                 match from_item(item) {
                     Ok(lease) => leases.push(lease),
                     Err(e) => self.log_malformed(&e),
@@ -230,6 +230,10 @@ impl LeaseStore for DynamoDbLeaseStore {
                 _ => return Ok(leases),
             }
         }
+    }
+
+    async fn owned_by(&self, owner: &str) -> Result<Option<Vec<Lease>>, LeaseError> {
+        self.owned_through_index(owner).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
@@ -247,7 +251,12 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .map_err(|e| self.error("DynamoDB GetItem", e))
         })
         .await?;
-        output.item.as_ref().map(from_item).transpose()
+        output
+            .item
+            .as_ref()
+            .filter(|item| is_lease_row(item))
+            .map(from_item)
+            .transpose()
     }
 
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
@@ -297,7 +306,7 @@ impl LeaseStore for DynamoDbLeaseStore {
         self.update(
             &lease.key,
             set,
-            &[],
+            &[CHECKPOINT_OWNER],
             Condition::Counter(lease.counter),
             &next,
             policy(),
@@ -307,11 +316,35 @@ impl LeaseStore for DynamoDbLeaseStore {
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let next = lease.released();
+        let remove: &[&str] = if lease.is_handing_off() {
+            &[CHECKPOINT_OWNER]
+        } else {
+            &[LEASE_OWNER, CHECKPOINT_OWNER]
+        };
         self.update(
             &lease.key,
             vec![(LEASE_COUNTER, n(next.counter))],
-            &[LEASE_OWNER],
-            Condition::Owner(lease.owner.clone()),
+            remove,
+            Condition::Owner(lease.actual_owner().map(str::to_owned)),
+            &next,
+            policy(),
+        )
+        .await
+    }
+
+    async fn hand_off(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        let Some(owner) = lease.owner.clone() else {
+            return Err(LeaseError::Conflict {
+                key: lease.key.clone(),
+                current: Some(Box::new(lease.clone())),
+            });
+        };
+        let next = lease.handed_off_to(new_owner);
+        self.update(
+            &lease.key,
+            vec![(LEASE_OWNER, s(new_owner)), (CHECKPOINT_OWNER, s(&owner))],
+            &[],
+            Condition::OwnerNotHandingOff(owner),
             &next,
             policy(),
         )
@@ -345,7 +378,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &lease.key,
             set,
             &remove,
-            Condition::CounterAndOwner(lease.counter, lease.owner.clone()),
+            Condition::CounterAndOwner(lease.counter, lease.actual_owner().map(str::to_owned)),
             &next,
             policy(),
         )
@@ -368,7 +401,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             &lease.key,
             vec![(CHILD_SHARD_IDS, AttributeValue::Ss(children.to_vec()))],
             &[],
-            Condition::Owner(lease.owner.clone()),
+            Condition::Owner(lease.actual_owner().map(str::to_owned)),
             &next,
             policy(),
         )

@@ -23,6 +23,19 @@ pub(super) const CHILD_SHARD_IDS: &str = "childShardIds";
 pub(super) const STARTING_HASH_KEY: &str = "startingHashKey";
 pub(super) const ENDING_HASH_KEY: &str = "endingHashKey";
 pub(super) const STREAM: &str = "kinesisRsStream";
+pub(super) const CHECKPOINT_OWNER: &str = "checkpointOwner";
+/// KCL 3.5+ keeps other entities in the lease table (leader lock, worker metrics, migration
+/// state), each with this attribute; a lease has none or `LEASE`.
+pub(super) const ENTITY_TYPE: &str = "entityType";
+
+/// Whether a row of the lease table is a lease (not one of KCL 3.5+'s other entities, which a
+/// worker must neither read as a lease nor change).
+pub(super) fn is_lease_row(item: &Item) -> bool {
+    match item.get(ENTITY_TYPE) {
+        None => true,
+        Some(v) => v.as_s().is_ok_and(|t| t == "LEASE"),
+    }
+}
 
 /// A DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -73,6 +86,9 @@ pub(super) fn to_item(lease: &Lease) -> Item {
     }
     if let Some(stream) = &lease.stream {
         item.insert(STREAM.into(), s(stream));
+    }
+    if let Some(owner) = &lease.checkpoint_owner {
+        item.insert(CHECKPOINT_OWNER.into(), s(owner));
     }
     item
 }
@@ -136,6 +152,7 @@ pub(super) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
         child_shard_ids: set(CHILD_SHARD_IDS),
         hash_key_range,
         stream: string(STREAM),
+        checkpoint_owner: string(CHECKPOINT_OWNER),
         key,
     })
 }
@@ -162,6 +179,7 @@ mod tests {
         lease.owner = Some("worker-1".into());
         lease.counter = 42;
         lease.pending_checkpoint = Some(CheckpointPosition::ShardEnd);
+        lease.checkpoint_owner = Some("worker-0".into());
         let item = to_item(&lease);
         for attr in [
             LEASE_KEY,
@@ -171,6 +189,7 @@ mod tests {
             CHECKPOINT_SUB,
             PARENT_SHARD_IDS,
             STARTING_HASH_KEY,
+            CHECKPOINT_OWNER,
         ] {
             assert!(item.contains_key(attr), "{attr}");
         }
@@ -192,6 +211,19 @@ mod tests {
             (lease.counter, lease.checkpoint),
             (7, CheckpointPosition::TrimHorizon)
         );
+    }
+
+    #[test]
+    fn rows_of_other_kcl_entities_are_not_leases() {
+        let mut item = Item::new();
+        item.insert(LEASE_KEY.into(), s("shardId-000000000000"));
+        assert!(is_lease_row(&item), "a row without entityType is a lease");
+        item.insert(ENTITY_TYPE.into(), s("LEASE"));
+        assert!(is_lease_row(&item));
+        for other in ["WORKER_METRIC_STATS", "LEADER", "STREAM", "TABLE_MIGRATION"] {
+            item.insert(ENTITY_TYPE.into(), s(other));
+            assert!(!is_lease_row(&item), "{other}");
+        }
     }
 
     #[test]

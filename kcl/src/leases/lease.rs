@@ -94,6 +94,10 @@ pub struct Lease {
     /// (written by this crate on the leases it creates; a Java KCL ignores it, and rows without
     /// it are accepted). A worker refuses a table whose leases name another stream.
     pub stream: Option<String>,
+    /// `checkpointOwner` (KCL 3.x): set while a graceful hand-off is under way. `owner` is
+    /// then the worker the lease goes to, and this the worker still processing it, which
+    /// checkpoints and then clears it; until then this one is the lease's actual owner.
+    pub checkpoint_owner: Option<String>,
 }
 
 impl Lease {
@@ -110,6 +114,7 @@ impl Lease {
             child_shard_ids: Vec::new(),
             hash_key_range: None,
             stream: None,
+            checkpoint_owner: None,
         }
     }
 
@@ -129,6 +134,16 @@ impl Lease {
     pub fn is_finished(&self) -> bool {
         self.checkpoint == CheckpointPosition::ShardEnd
     }
+
+    /// The worker processing the lease: the checkpoint owner during a hand-off, else the owner.
+    pub fn actual_owner(&self) -> Option<&str> {
+        self.checkpoint_owner.as_deref().or(self.owner.as_deref())
+    }
+
+    /// Whether a graceful hand-off is under way (`checkpointOwner` is set).
+    pub fn is_handing_off(&self) -> bool {
+        self.checkpoint_owner.is_some()
+    }
 }
 
 /// The state changes the lease table allows, as pure functions: each store checks its condition
@@ -142,11 +157,12 @@ impl Lease {
         }
     }
 
-    /// Taken by `owner` (an expired or stolen lease, or a new one).
+    /// Taken by `owner` (an expired or stolen lease, or a new one); a hand-off under way ends.
     pub(crate) fn taken_by(&self, owner: &str) -> Lease {
-        let switched = self.owner.as_deref().is_some_and(|o| o != owner);
+        let switched = self.actual_owner().is_some_and(|o| o != owner);
         Lease {
             owner: Some(owner.to_owned()),
+            checkpoint_owner: None,
             counter: self.counter + 1,
             owner_switches_since_checkpoint: self.owner_switches_since_checkpoint
                 + u64::from(switched),
@@ -154,11 +170,28 @@ impl Lease {
         }
     }
 
-    /// Released by its owner: nobody holds it, and any worker may take it at once.
+    /// Released by its actual owner: nobody holds it, and any worker may take it at once; or,
+    /// during a hand-off, the hand-off completes and the new owner may start.
     pub(crate) fn released(&self) -> Lease {
         Lease {
-            owner: None,
+            owner: if self.is_handing_off() {
+                self.owner.clone()
+            } else {
+                None
+            },
+            checkpoint_owner: None,
             counter: self.counter + 1,
+            ..self.clone()
+        }
+    }
+
+    /// A graceful hand-off from its owner to `new_owner` begins: the owner stays the actual
+    /// owner (as checkpoint owner) until it has checkpointed and released the lease. The counter
+    /// does not move, so the owner's renewals go on.
+    pub(crate) fn handed_off_to(&self, new_owner: &str) -> Lease {
+        Lease {
+            owner: Some(new_owner.to_owned()),
+            checkpoint_owner: self.owner.clone(),
             ..self.clone()
         }
     }

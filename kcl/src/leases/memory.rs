@@ -148,6 +148,19 @@ impl LeaseStore for MemoryLeaseStore {
             .collect())
     }
 
+    async fn owned_by(&self, owner: &str) -> Result<Option<Vec<Lease>>, LeaseError> {
+        self.enter("memory Query").await?;
+        Ok(Some(
+            self.leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|l| l.owner.as_deref() == Some(owner))
+                .cloned()
+                .collect(),
+        ))
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
         self.enter("memory GetItem").await?;
         Ok(self
@@ -184,7 +197,20 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.enter("memory UpdateItem").await?;
-        self.update(&lease.key, |c| c.owner == lease.owner, Lease::released)
+        self.update(
+            &lease.key,
+            |c| c.actual_owner() == lease.actual_owner(),
+            Lease::released,
+        )
+    }
+
+    async fn hand_off(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.enter("memory UpdateItem").await?;
+        self.update(
+            &lease.key,
+            |c| lease.owner.is_some() && c.owner == lease.owner && !c.is_handing_off(),
+            |c| c.handed_off_to(new_owner),
+        )
     }
 
     async fn checkpoint(
@@ -197,7 +223,7 @@ impl LeaseStore for MemoryLeaseStore {
         let mut history = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         let written = self.update(
             &lease.key,
-            |c| c.counter == lease.counter && c.owner == lease.owner,
+            |c| c.counter == lease.counter && c.actual_owner() == lease.actual_owner(),
             |c| c.checkpointed(checkpoint, pending),
         )?;
         history.push((written.key.clone(), written.checkpoint.clone()));
@@ -212,7 +238,7 @@ impl LeaseStore for MemoryLeaseStore {
         self.enter("memory UpdateItem").await?;
         self.update(
             &lease.key,
-            |c| c.owner == lease.owner,
+            |c| c.actual_owner() == lease.actual_owner(),
             |c| Lease {
                 child_shard_ids: children.to_vec(),
                 ..c.clone()
@@ -272,5 +298,79 @@ mod tests {
         assert!(store.release(&done).await.unwrap_err().is_conflict());
         let released = store.release(&stolen).await.unwrap();
         assert_eq!(released.owner, None);
+    }
+
+    #[tokio::test]
+    async fn a_hand_off_keeps_the_old_owner_in_charge_until_it_releases() {
+        let store = MemoryLeaseStore::new();
+        let lease = Lease::new("shardId-0", CheckpointPosition::TrimHorizon);
+        store.create_if_absent(&lease).await.unwrap();
+        let a = store.take(&lease, "a").await.unwrap();
+        let seen_by_b = store.get("shardId-0").await.unwrap().unwrap();
+        let handing = store.hand_off(&seen_by_b, "b").await.unwrap();
+        assert_eq!(
+            (
+                handing.owner.as_deref(),
+                handing.checkpoint_owner.as_deref()
+            ),
+            (Some("b"), Some("a"))
+        );
+        assert_eq!(handing.actual_owner(), Some("a"));
+        assert_eq!(handing.counter, a.counter, "the owner's renewals go on");
+        // Only one hand-off at a time.
+        assert!(store.hand_off(&a, "c").await.unwrap_err().is_conflict());
+        // The old owner renews (learning of the hand-off) and checkpoints with its own copy.
+        let renewed = store.renew(&a).await.unwrap();
+        assert_eq!(renewed.checkpoint_owner.as_deref(), Some("a"));
+        let position = CheckpointPosition::Sequence {
+            sequence: kinesis_format::SequenceNumber::parse("42").unwrap(),
+            sub_sequence: 0,
+        };
+        let checkpointed = store.checkpoint(&renewed, &position, None).await.unwrap();
+        // The new owner cannot checkpoint or release before the hand-off completes.
+        let mut b_copy = checkpointed.clone();
+        b_copy.checkpoint_owner = None;
+        assert!(
+            store
+                .checkpoint(&b_copy, &position, None)
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        let done = store.release(&checkpointed).await.unwrap();
+        assert_eq!(
+            (done.owner.as_deref(), done.checkpoint_owner.as_deref()),
+            (Some("b"), None)
+        );
+        assert_eq!(done.checkpoint, position);
+        // Now b is the owner, and a is not.
+        assert!(
+            store
+                .release(&checkpointed)
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        let b = store.take(&done, "b").await.unwrap();
+        assert_eq!(
+            b.owner_switches_since_checkpoint, 0,
+            "b was already the owner"
+        );
+    }
+
+    #[tokio::test]
+    async fn taking_a_lease_mid_hand_off_ends_the_hand_off() {
+        let store = MemoryLeaseStore::new();
+        let lease = Lease::new("shardId-0", CheckpointPosition::TrimHorizon);
+        store.create_if_absent(&lease).await.unwrap();
+        let a = store.take(&lease, "a").await.unwrap();
+        let handing = store.hand_off(&a, "b").await.unwrap();
+        // The old owner died: its counter stood still, and c takes the expired lease.
+        let c = store.take(&handing, "c").await.unwrap();
+        assert_eq!(
+            (c.owner.as_deref(), c.checkpoint_owner.as_deref()),
+            (Some("c"), None)
+        );
+        assert_eq!(c.owner_switches_since_checkpoint, 1);
     }
 }

@@ -80,6 +80,14 @@ pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
     /// fleet.
     async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
 
+    /// The leases whose `leaseOwner` is `owner`, where the store can find them without reading
+    /// every lease (DynamoDB: the `LeaseOwnerToLeaseKeyIndex`, eventually consistent); `None`
+    /// when it cannot (then [`list`](Self::list) them).
+    async fn owned_by(&self, owner: &str) -> Result<Option<Vec<Lease>>, LeaseError> {
+        let _ = owner;
+        Ok(None)
+    }
+
     /// One lease.
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError>;
 
@@ -89,13 +97,22 @@ pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
     /// Bumps the counter if it is still `lease.counter`.
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError>;
 
-    /// Makes `owner` the owner if the counter is still `lease.counter`.
+    /// Makes `owner` the owner if the counter is still `lease.counter` (ending any hand-off).
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
 
-    /// Clears the owner if it is still `lease.owner` (graceful hand-over).
+    /// Gives the lease up if its actual owner is still `lease`'s: clears the owner, so any worker
+    /// may take it at once; or, while a hand-off is under way, clears `checkpointOwner` (the
+    /// hand-off is complete and the new owner starts).
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError>;
 
-    /// Stores a checkpoint if the counter is still `lease.counter` and the owner `lease.owner`.
+    /// Begins a graceful hand-off (KCL 3.x): `leaseOwner` becomes `new_owner` and
+    /// `checkpointOwner` the current owner, if the lease is still owned by `lease.owner` with no
+    /// hand-off under way. The counter does not move: the current owner keeps renewing it,
+    /// learns of the hand-off from its next renewal, checkpoints and [`release`](Self::release)s.
+    async fn hand_off(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError>;
+
+    /// Stores a checkpoint if the counter is still `lease.counter` and the actual owner (see
+    /// [`Lease::actual_owner`]) still `lease`'s.
     async fn checkpoint(
         &self,
         lease: &Lease,
@@ -103,7 +120,7 @@ pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
         pending: Option<&CheckpointPosition>,
     ) -> Result<Lease, LeaseError>;
 
-    /// Records the shard's children (at shard end), if the owner is still `lease.owner`.
+    /// Records the shard's children (at shard end), if the actual owner is still `lease`'s.
     async fn set_child_shards(
         &self,
         lease: &Lease,

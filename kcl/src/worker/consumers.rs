@@ -119,6 +119,8 @@ impl Consumers {
         }
         let factory = self.ctx.factory.clone();
         let span = tracing::info_span!("shard_consumer", shard = %held.key);
+        // A hand-off asks the processor to stop as a worker shutdown does.
+        let (handoff, shutdown) = (held.handoff.clone(), consumer.shutdown.clone());
         let handle = self.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 if !delay.is_zero() {
@@ -126,11 +128,21 @@ impl Consumers {
                         biased;
                         () = consumer.held.lost.cancelled() => return ShardOutcome::LeaseLost,
                         () = consumer.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                        () = handoff.cancelled() => return ShardOutcome::ShutDown,
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
                 let processor = factory.create(&consumer.held.key);
-                consumer.run(processor).await
+                let run = consumer.run(processor);
+                tokio::pin!(run);
+                tokio::select! {
+                    biased;
+                    outcome = &mut run => outcome,
+                    () = handoff.cancelled() => {
+                        shutdown.cancel();
+                        run.await
+                    }
+                }
             },
             span,
         ));

@@ -10,6 +10,7 @@
 
 mod builder;
 mod consumers;
+mod ended;
 mod error;
 mod startup;
 mod status;
@@ -22,9 +23,7 @@ use kinesis_api::{Kinesis, SdkKinesis};
 use kinesis_retry::{AwsError, Class};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::HeldLease;
 use crate::config::WorkerConfig;
-use crate::coordinator::LeaseCoordinator;
 use crate::coordinator::renewer::Renewer;
 use crate::jitter::Jitter;
 use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
@@ -36,6 +35,10 @@ use consumers::{Consumers, Context, Ended};
 pub use error::WorkerError;
 use kinesis_api::StreamRef;
 use startup::Started;
+
+/// How often a worker reads the leases handed off to it (while there are any), to start them
+/// as soon as their old owner has let go (or half the renew interval, if shorter).
+const HANDOFF_POLL: Duration = Duration::from_secs(1);
 pub(crate) use status::Board;
 pub use status::{ShardPhase, ShardStatus, StatusHandle, WorkerPhase, WorkerStatus};
 
@@ -236,49 +239,6 @@ impl Worker {
         }
     }
 
-    /// What a consumer's fatal Kinesis error means: the stream is gone (stop), the shard is gone
-    /// (drop its lease), access is denied (stop), or something about this shard (restart it).
-    async fn on_kinesis_fatal(
-        &self,
-        held: Arc<HeldLease>,
-        error: AwsError,
-        coordinator: &LeaseCoordinator,
-        consumers: &mut Consumers,
-    ) -> Option<Stop> {
-        if error.is_not_found() {
-            if let Some(gone) = self.stream_is_gone().await {
-                return Some(Stop::Gracefully(self.kinesis_error(gone)));
-            }
-            let listed =
-                shard_sync::list_all_shards(&*self.kinesis, &self.stream, &self.jitter).await;
-            if let Ok(shards) = listed
-                && !shards.iter().any(|s| s.id == held.key)
-            {
-                tracing::warn!(lease = %held.key, stream = %self.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
-                coordinator.drop_lease(&held);
-                consumers.forget(&held.key);
-                if let Err(e) = self.store.delete(&held.key).await {
-                    tracing::warn!(lease = %held.key, error = %e, "deleting the lease of a missing shard failed; it is tried again when taken next");
-                }
-                return None;
-            }
-        } else if matches!(
-            error.code(),
-            Some(
-                "AccessDeniedException"
-                    | "UnrecognizedClientException"
-                    | "KMSAccessDeniedException"
-                    | "KMSDisabledException"
-                    | "KMSNotFoundException"
-            )
-        ) {
-            return Some(Stop::Gracefully(self.kinesis_error(error)));
-        }
-        let delay = consumers.restart(held.clone(), false);
-        tracing::error!(shard = %held.key, error = %error, retry_in = ?delay, "Kinesis refused reading the shard; restarting it from its checkpoint after a back-off");
-        None
-    }
-
     /// The main loop, then the shutdown.
     async fn process(self, started: Started) -> Result<(), WorkerError> {
         let config = self.config.clone();
@@ -309,7 +269,8 @@ impl Worker {
         let mut take = tokio::time::interval(config.take_interval);
         let mut sync = tokio::time::interval(config.shard_sync_interval);
         let mut cleanup = tokio::time::interval(config.lease_cleanup_interval);
-        for t in [&mut take, &mut sync, &mut cleanup] {
+        let mut handoffs = tokio::time::interval(HANDOFF_POLL.min(config.renew_interval / 2));
+        for t in [&mut take, &mut sync, &mut cleanup, &mut handoffs] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         sync.reset();
@@ -357,6 +318,13 @@ impl Worker {
                         }
                     }
                 }
+                _ = handoffs.tick(), if coordinator.awaiting_count() > 0 => match coordinator.poll_handoffs().await {
+                    Ok(taken) => {
+                        taken.into_iter().for_each(|held| consumers.start(held));
+                        None
+                    }
+                    Err(e) => Some(table_gone(e)),
+                },
                 _ = cleanup.tick() => {
                     crate::cleanup::run(&*self.store).await;
                     None
@@ -403,56 +371,6 @@ impl Worker {
         }
         renewer.stop().await;
         result
-    }
-
-    /// Acts on a consumer's end; `Some` when the worker must stop.
-    async fn on_consumer_end(
-        &self,
-        held: Arc<HeldLease>,
-        ended: Ended,
-        coordinator: &LeaseCoordinator,
-        consumers: &mut Consumers,
-    ) -> Option<Stop> {
-        let restart = |consumers: &mut Consumers, held: Arc<HeldLease>, progressed| {
-            if held.lost.is_cancelled() {
-                coordinator.drop_lease(&held);
-                consumers.forget(&held.key);
-                None
-            } else {
-                Some(consumers.restart(held, progressed))
-            }
-        };
-        match ended {
-            // A finished shard is released: nobody needs to hold it any more.
-            Ended::Outcome(ShardOutcome::Finished) => {
-                consumers.forget(&held.key);
-                coordinator.release(&held).await;
-            }
-            Ended::Outcome(ShardOutcome::LeaseLost | ShardOutcome::ShutDown) | Ended::Aborted => {
-                consumers.forget(&held.key);
-                coordinator.drop_lease(&held);
-            }
-            Ended::Outcome(ShardOutcome::ProcessorFailed {
-                call,
-                error,
-                progressed,
-            }) => {
-                if let Some(delay) = restart(consumers, held.clone(), progressed) {
-                    tracing::error!(shard = %held.key, call, error = %error, retry_in = ?delay, "record processor failed; the shard restarts from its last checkpoint after a back-off");
-                }
-            }
-            Ended::Panicked(message) => {
-                if let Some(delay) = restart(consumers, held.clone(), false) {
-                    tracing::error!(shard = %held.key, panic = %message, retry_in = ?delay, "record processor panicked; the shard restarts from its last checkpoint after a back-off");
-                }
-            }
-            Ended::Outcome(ShardOutcome::KinesisFatal(error)) => {
-                return self
-                    .on_kinesis_fatal(held, error, coordinator, consumers)
-                    .await;
-            }
-        }
-        None
     }
 }
 

@@ -116,6 +116,10 @@ impl Worker {
                 max_leases_per_worker: self.config.max_leases_per_worker,
                 max_leases_to_steal: self.config.max_leases_to_steal,
                 seed: rand::Rng::random(&mut self.jitter.rng()),
+                handoff_timeout: self
+                    .config
+                    .graceful_handoff
+                    .then_some(self.config.graceful_handoff_timeout),
             },
         ));
         let resumed = if self.config.resume_own_leases_at_start {
