@@ -1,4 +1,5 @@
-//! Several workers on one stream: leases settle at a fair share; a worker that stops without
+//! Several workers on one stream: leases settle at a fair share; a joining worker takes its share
+//! without a record processed twice (graceful hand-off); a worker that stops without
 //! releasing (its task aborted, or its process killed with SIGKILL) has its shards taken within
 //! the failover time plus one take interval, and every record is processed at least once.
 
@@ -247,4 +248,84 @@ async fn a_killed_worker_process_has_its_shards_taken_within_the_failover_time()
     .await;
     let _ = child.kill();
     result
+}
+
+/// A worker joining a busy one takes its share through graceful hand-offs: the owner's
+/// processor checkpoints when asked, and the newcomer starts from there, so while records keep
+/// coming not one is processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_worker_takes_its_share_without_a_record_processed_twice() {
+    integration_tests::log_capture::warnings_to_test_output();
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(6).await;
+    let table = TestTable::adopt(&env, random_name("app"));
+    let store = DynamoDbLeaseStore::new(env.dynamodb.clone(), table.name.clone());
+    let log = DeliveryLog::default();
+    let start = |w: &str| {
+        let worker = Worker::new(
+            &env.sdk_config,
+            &table.name,
+            &stream.name,
+            log.factory(w),
+            test_worker_config(w, InitialPosition::TrimHorizon),
+        );
+        (
+            worker.shutdown_handle(),
+            tokio::spawn(async move { worker.run().await.expect("worker") }),
+        )
+    };
+    let w0 = start("w0");
+    wait_for_leases(
+        &store,
+        "w0 holds all 6",
+        Duration::from_secs(30),
+        |leases| owners(leases).get("w0") == Some(&6),
+    )
+    .await;
+    produce(&env, &stream.name, 0, 1_500).await;
+    let w1 = start("w1");
+    // Records keep coming while w1 asks for its three leases one take interval after another.
+    produce(&env, &stream.name, 1_500, 1_500).await;
+    wait_for_leases(&store, "3/3", Duration::from_secs(30), |leases| {
+        let o = owners(leases);
+        o.get("w0") == Some(&3)
+            && o.get("w1") == Some(&3)
+            && leases.iter().all(|l| l.checkpoint_owner.is_none())
+    })
+    .await;
+    produce(&env, &stream.name, 3_000, 500).await;
+    log.wait_for("all 3,500 records", Duration::from_secs(30), |l| {
+        let distinct: std::collections::HashSet<&str> = l
+            .records
+            .iter()
+            .map(|(_, _, r)| r.partition_key.as_ref())
+            .collect();
+        distinct.len() >= 3_500
+    })
+    .await;
+    for (handle, task) in [w1, w0] {
+        handle.shutdown();
+        task.await.expect("worker");
+    }
+    let snapshot = log.snapshot();
+    let by_w1: std::collections::HashSet<&str> = snapshot
+        .records
+        .iter()
+        .filter(|(w, _, _)| w == "w1")
+        .map(|(_, s, _)| s.as_str())
+        .collect();
+    assert_eq!(by_w1.len(), 3, "w1 processed the three shards it took");
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, r) in &snapshot.records {
+        *seen.entry(r.partition_key.as_ref()).or_default() += 1;
+    }
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(seen.len(), 3_500, "every record processed");
+    assert_eq!(duplicates, 0, "a planned move processes nothing twice");
+    assert_eq!(
+        snapshot.lease_lost.len(),
+        0,
+        "no processor lost its lease: {:?}",
+        snapshot.lease_lost
+    );
 }
