@@ -24,6 +24,9 @@ pub(crate) struct HeldLease {
     pub(crate) handoff: CancellationToken,
     /// When this worker learnt of the hand-off.
     pub(crate) handoff_since: Mutex<Option<Instant>>,
+    /// Data bytes delivered to the processor since `read_since` (for the lease's throughput).
+    pub(crate) read_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) read_since: Mutex<Instant>,
 }
 
 impl HeldLease {
@@ -35,7 +38,23 @@ impl HeldLease {
             last_renewed: Mutex::new(Instant::now()),
             handoff: CancellationToken::new(),
             handoff_since: Mutex::new(None),
+            read_bytes: std::sync::atomic::AtomicU64::new(0),
+            read_since: Mutex::new(Instant::now()),
         })
+    }
+
+    /// The KiB per second delivered since the last call (`None` when no time has passed).
+    pub(crate) fn take_throughput(&self) -> Option<f64> {
+        let now = Instant::now();
+        let since = std::mem::replace(
+            &mut *self.read_since.lock().unwrap_or_else(|e| e.into_inner()),
+            now,
+        );
+        let bytes = self
+            .read_bytes
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        let seconds = now.saturating_duration_since(since).as_secs_f64();
+        (seconds > 0.0).then(|| bytes as f64 / 1024.0 / seconds)
     }
 }
 

@@ -42,6 +42,7 @@ pub struct WorkerConfig {
     pub(crate) fan_out_consumer: Option<String>,
     pub(crate) graceful_handoff: bool,
     pub(crate) graceful_handoff_timeout: Duration,
+    pub(crate) balance_floor_kbps: Option<f64>,
 }
 
 /// A setting a worker cannot run with.
@@ -82,6 +83,7 @@ impl Default for WorkerConfig {
             fan_out_consumer: None,
             graceful_handoff: true,
             graceful_handoff_timeout: Duration::from_secs(30),
+            balance_floor_kbps: None,
         }
     }
 }
@@ -261,6 +263,19 @@ impl WorkerConfig {
         self
     }
 
+    /// Balances the fleet by throughput instead of lease counts: each worker moves toward the
+    /// same total of its leases' `throughputKBps` (the data it reads, measured at every renewal
+    /// and stored in the lease), so a worker with a hot shard holds fewer leases. A lease weighs
+    /// at least `floor_kbps`: shards below it (idle, or nearly) weigh the same and are balanced
+    /// by count, and their ups and downs move nothing; a lease moves only when the gap between
+    /// two workers exceeds 1.25 × its weight plus half the floor, so the fleet settles instead of
+    /// churning. A good floor is a few percent of a shard's 1 MiB/s, e.g. 50. Default: balance
+    /// by lease count (as the Java KCL 2.x).
+    pub fn balance_by_throughput(mut self, floor_kbps: f64) -> Self {
+        self.balance_floor_kbps = Some(floor_kbps);
+        self
+    }
+
     /// Checks every setting; [`crate::Worker::run`] calls it first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting: &'static str, problem: &str| {
@@ -310,6 +325,14 @@ impl WorkerConfig {
                     "a consumer name is 1 to 128 characters of a-z, A-Z, 0-9, '_', '-' and '.'",
                 );
             }
+        }
+        if let Some(floor) = self.balance_floor_kbps
+            && !(floor.is_finite() && floor > 0.0)
+        {
+            return bad(
+                "balance_by_throughput",
+                "the floor must be a positive number of KiB/s (e.g. 50)",
+            );
         }
         if self.max_leases_per_worker == 0 {
             return bad("max_leases_per_worker", "must be at least 1");

@@ -183,6 +183,13 @@ impl LeaseCoordinator {
             Some(p) => Some(p.acquire().await.expect("never closed")),
             None => None,
         };
+        // The throughput written with the renewal: each interval's measure weighs half.
+        if let Some(measured) = held.take_throughput() {
+            let smoothed = lease
+                .throughput_kbps
+                .map_or(measured, |before| (before + measured) / 2.0);
+            lease.throughput_kbps = Some(smoothed);
+        }
         match self.store.renew(&lease).await {
             Ok(renewed) => {
                 tracing::trace!(worker = %self.worker_id, lease = %held.key, counter = renewed.counter, "lease renewed");
@@ -263,6 +270,7 @@ mod tests {
                 max_leases_to_steal: 1,
                 seed: 0,
                 handoff_timeout: None,
+                balance: taker::Balance::Count,
             },
         )
     }

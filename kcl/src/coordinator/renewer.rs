@@ -129,6 +129,7 @@ mod tests {
                 max_leases_to_steal: 1,
                 seed: 0,
                 handoff_timeout: None,
+                balance: crate::coordinator::taker::Balance::Count,
             },
         ));
         assert_eq!(coordinator.take_round().await.unwrap().len(), keys.len());

@@ -25,6 +25,9 @@ use tokio::time::Instant;
 
 use crate::leases::Lease;
 
+mod load;
+pub(crate) use load::Balance;
+
 /// The taker's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct TakerConfig {
@@ -37,6 +40,8 @@ pub(crate) struct TakerConfig {
     pub(crate) seed: u64,
     /// Steals are graceful hand-offs completing within this time; `None`: immediate takes.
     pub(crate) handoff_timeout: Option<Duration>,
+    /// Toward equal lease counts, or equal throughput.
+    pub(crate) balance: Balance,
 }
 
 #[derive(Clone, Debug)]
@@ -50,7 +55,7 @@ struct Observed {
 }
 
 /// What to do this round.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Plan {
     /// Expired or unowned leases to take.
     pub(crate) take: Vec<Lease>,
@@ -90,6 +95,9 @@ impl LeaseTaker {
         let (expired, live): (Vec<&Lease>, Vec<&Lease>) = active
             .iter()
             .partition(|l| !is_held(l) && self.is_expired(l, now));
+        if let Balance::Throughput { floor_kbps } = self.config.balance {
+            return self.plan_by_load(&active, expired, live, floor_kbps);
+        }
 
         // An earlier process's lease under this id that has not expired yet counts toward this
         // worker's share (it becomes takeable once expired), so nothing is stolen meanwhile; it
@@ -217,6 +225,7 @@ mod tests {
             max_leases_to_steal: 1,
             seed: 0,
             handoff_timeout: None,
+            balance: Balance::Count,
         }
     }
 

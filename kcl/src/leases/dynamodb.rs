@@ -16,8 +16,8 @@ use kinesis_retry::{AwsError, AwsErrorKind, BackoffConfig, RetryPolicy, retry};
 use super::conditional::Condition;
 use super::item::{
     CHECKPOINT, CHECKPOINT_OWNER, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY,
-    LEASE_OWNER, OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB, from_item,
-    is_lease_row, n, s, to_item,
+    LEASE_OWNER, OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB, THROUGHPUT, from_item,
+    is_lease_row, kbps_value, n, s, to_item,
 };
 use super::lease::{CheckpointPosition, Lease};
 use super::owner_index;
@@ -284,9 +284,13 @@ impl LeaseStore for DynamoDbLeaseStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let next = lease.renewed();
+        let mut set = vec![(LEASE_COUNTER, n(next.counter))];
+        if let Some(kbps) = lease.throughput_kbps {
+            set.push((THROUGHPUT, kbps_value(kbps)));
+        }
         self.update(
             &lease.key,
-            vec![(LEASE_COUNTER, n(next.counter))],
+            set,
             &[],
             Condition::Counter(lease.counter),
             &next,

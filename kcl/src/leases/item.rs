@@ -24,6 +24,7 @@ pub(super) const STARTING_HASH_KEY: &str = "startingHashKey";
 pub(super) const ENDING_HASH_KEY: &str = "endingHashKey";
 pub(super) const STREAM: &str = "kinesisRsStream";
 pub(super) const CHECKPOINT_OWNER: &str = "checkpointOwner";
+pub(super) const THROUGHPUT: &str = "throughputKBps";
 /// KCL 3.5+ keeps other entities in the lease table (leader lock, worker metrics, migration
 /// state), each with this attribute; a lease has none or `LEASE`.
 pub(super) const ENTITY_TYPE: &str = "entityType";
@@ -46,6 +47,11 @@ pub(super) fn s(v: &str) -> AttributeValue {
 
 pub(super) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// A throughput as a DynamoDB number (two decimals, as KCL 3.x writes a double).
+pub(super) fn kbps_value(kbps: f64) -> AttributeValue {
+    AttributeValue::N(format!("{:.2}", kbps.max(0.0)))
 }
 
 /// The item for a new lease.
@@ -89,6 +95,9 @@ pub(super) fn to_item(lease: &Lease) -> Item {
     }
     if let Some(owner) = &lease.checkpoint_owner {
         item.insert(CHECKPOINT_OWNER.into(), s(owner));
+    }
+    if let Some(kbps) = lease.throughput_kbps {
+        item.insert(THROUGHPUT.into(), kbps_value(kbps));
     }
     item
 }
@@ -153,6 +162,13 @@ pub(super) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
         hash_key_range,
         stream: string(STREAM),
         checkpoint_owner: string(CHECKPOINT_OWNER),
+        // A throughput that does not read as a non-negative number is left out, not fatal: it
+        // only steers balancing.
+        throughput_kbps: item
+            .get(THROUGHPUT)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0),
         key,
     })
 }
@@ -180,6 +196,7 @@ mod tests {
         lease.counter = 42;
         lease.pending_checkpoint = Some(CheckpointPosition::ShardEnd);
         lease.checkpoint_owner = Some("worker-0".into());
+        lease.throughput_kbps = Some(12.5);
         let item = to_item(&lease);
         for attr in [
             LEASE_KEY,
@@ -190,6 +207,7 @@ mod tests {
             PARENT_SHARD_IDS,
             STARTING_HASH_KEY,
             CHECKPOINT_OWNER,
+            THROUGHPUT,
         ] {
             assert!(item.contains_key(attr), "{attr}");
         }

@@ -68,7 +68,7 @@ impl fmt::Display for CheckpointPosition {
 }
 
 /// One row of the lease table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Lease {
     /// The shard id (`leaseKey`).
@@ -98,6 +98,10 @@ pub struct Lease {
     /// then the worker the lease goes to, and this the worker still processing it, which
     /// checkpoints and then clears it; until then this one is the lease's actual owner.
     pub checkpoint_owner: Option<String>,
+    /// `throughputKBps` (KCL 3.x): the data its owner read from the shard, KiB per second, an
+    /// average over recent renew intervals (each new interval weighs half); written with each
+    /// renewal. Throughput-aware balancing moves leases by it.
+    pub throughput_kbps: Option<f64>,
 }
 
 impl Lease {
@@ -115,6 +119,7 @@ impl Lease {
             hash_key_range: None,
             stream: None,
             checkpoint_owner: None,
+            throughput_kbps: None,
         }
     }
 

@@ -183,7 +183,14 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.enter("memory UpdateItem").await?;
-        self.update(&lease.key, |c| c.counter == lease.counter, Lease::renewed)
+        self.update(
+            &lease.key,
+            |c| c.counter == lease.counter,
+            |c| Lease {
+                throughput_kbps: lease.throughput_kbps.or(c.throughput_kbps),
+                ..c.renewed()
+            },
+        )
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {

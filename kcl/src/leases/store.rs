@@ -94,7 +94,8 @@ pub trait LeaseStore: std::fmt::Debug + Send + Sync + 'static {
     /// Creates the lease unless its key exists; `Ok(false)` when it existed.
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError>;
 
-    /// Bumps the counter if it is still `lease.counter`.
+    /// Bumps the counter if it is still `lease.counter`, and stores `lease.throughput_kbps`
+    /// when set.
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError>;
 
     /// Makes `owner` the owner if the counter is still `lease.counter` (ending any hand-off).

@@ -364,6 +364,9 @@ impl ShardConsumer {
             batch.millis_behind_latest,
             started.elapsed(),
         );
+        self.held
+            .read_bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         result?;
         self.status
             .batch(&self.held.key, count, batch.millis_behind_latest);

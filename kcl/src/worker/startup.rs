@@ -11,7 +11,7 @@ use kinesis_retry::{AwsError, BackoffConfig, Class, RetryPolicy, retry_notify};
 use super::{Worker, WorkerError};
 use crate::checkpoint::HeldLease;
 use crate::coordinator::LeaseCoordinator;
-use crate::coordinator::taker::TakerConfig;
+use crate::coordinator::taker::{Balance, TakerConfig};
 use crate::leases::LeaseError;
 use crate::shard_sync::{self, SyncError};
 
@@ -120,6 +120,10 @@ impl Worker {
                     .config
                     .graceful_handoff
                     .then_some(self.config.graceful_handoff_timeout),
+                balance: match self.config.balance_floor_kbps {
+                    Some(floor_kbps) => Balance::Throughput { floor_kbps },
+                    None => Balance::Count,
+                },
             },
         ));
         let resumed = if self.config.resume_own_leases_at_start {
