@@ -212,7 +212,9 @@ mod tests {
         let hot = workers.iter().position(|w| *w == hot_owner).unwrap();
         let hot_count = by_worker[hot];
         assert!(
-            (0..3).filter(|&i| i != hot).all(|i| by_worker[i] > hot_count),
+            (0..3)
+                .filter(|&i| i != hot)
+                .all(|i| by_worker[i] > hot_count),
             "the hot shard's worker holds the fewest: {by_worker:?}"
         );
         assert_eq!(hot_count, 1, "the hot shard alone outweighs the rest");
