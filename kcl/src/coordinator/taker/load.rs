@@ -166,8 +166,7 @@ mod tests {
         let now = Instant::now();
         let mut takers: Vec<LeaseTaker> =
             workers.iter().map(|w| LeaseTaker::new(config(w))).collect();
-        let mut moving = 0;
-        for _ in 0..passes {
+        for moving in 0..passes {
             let mut moved = false;
             for (w, taker) in workers.iter().zip(&mut takers) {
                 let table: Vec<Lease> = owners
@@ -190,7 +189,6 @@ mod tests {
             if !moved {
                 return moving;
             }
-            moving += 1;
         }
         panic!("still moving after {passes} passes: {owners:?}");
     }
