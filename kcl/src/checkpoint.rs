@@ -27,6 +27,8 @@ pub(crate) struct HeldLease {
     /// Data bytes delivered to the processor since `read_since` (for the lease's throughput).
     pub(crate) read_bytes: std::sync::atomic::AtomicU64,
     pub(crate) read_since: Mutex<Instant>,
+    /// Throughput measures taken so far.
+    measures: std::sync::atomic::AtomicU32,
 }
 
 impl HeldLease {
@@ -40,11 +42,13 @@ impl HeldLease {
             handoff_since: Mutex::new(None),
             read_bytes: std::sync::atomic::AtomicU64::new(0),
             read_since: Mutex::new(Instant::now()),
+            measures: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
-    /// The KiB per second delivered since the last call (`None` when no time has passed).
-    pub(crate) fn take_throughput(&self) -> Option<f64> {
+    /// The KiB per second delivered since the last call, over how long, and how many such
+    /// measures this hold has taken, this one included (`None` when no time has passed).
+    pub(crate) fn take_throughput(&self) -> Option<(f64, std::time::Duration, u32)> {
         let now = Instant::now();
         let since = std::mem::replace(
             &mut *self.read_since.lock().unwrap_or_else(|e| e.into_inner()),
@@ -53,8 +57,16 @@ impl HeldLease {
         let bytes = self
             .read_bytes
             .swap(0, std::sync::atomic::Ordering::Relaxed);
-        let seconds = now.saturating_duration_since(since).as_secs_f64();
-        (seconds > 0.0).then(|| bytes as f64 / 1024.0 / seconds)
+        let over = now.saturating_duration_since(since);
+        let seconds = over.as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let measures = self
+            .measures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1);
+        Some((bytes as f64 / 1024.0 / seconds, over, measures))
     }
 }
 

@@ -149,10 +149,11 @@ async fn a_hot_shard_settles_without_churn_and_a_joining_worker_takes_its_share(
             })
     };
     until(&store, Duration::from_secs(60), hot_fewest).await;
-    // Settled: the same owners for 10 take intervals (hand-offs under way have landed).
+    // Settled: the same owners for 25 take intervals (hand-offs under way have landed, and
+    // the throughputs have had a few smoothing time constants).
     let mut settled = owners(&store).await;
     let mut still = 0;
-    while still < 10 {
+    while still < 25 {
         tokio::time::sleep(TAKE_INTERVAL).await;
         let now = owners(&store).await;
         still = if now == settled { still + 1 } else { 0 };

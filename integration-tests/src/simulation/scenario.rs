@@ -38,14 +38,23 @@ pub const LIVENESS_BOUND: Duration = Duration::from_millis(
 /// renewal. Measured: 3.4 s over 1,000 seeds; 11.6 s before a re-taken lease stopped its earlier
 /// hold's processor.
 pub const OVERLAP_BOUND: Duration = Duration::from_millis(FAILOVER.as_millis() as u64 + 2_000);
+/// The throughput floor of the seeds balancing by throughput (well above any simulated shard's).
+const BALANCE_FLOOR_KBPS: f64 = 50.0;
 /// How often the checks look at the fleet.
 const POLL: Duration = Duration::from_millis(100);
 /// How long the fleet must keep its balanced assignment without a move.
 const STILL_FOR: Duration = Duration::from_secs(10);
 
-/// Odd seeds read through enhanced fan-out, even ones by polling.
-fn worker_config(fan_out: bool) -> WorkerConfig {
+/// Odd seeds read through enhanced fan-out, even ones by polling. Seeds 2 and 3 modulo 4 balance
+/// by throughput: the simulated shards carry far less than its floor, so the fleet must still
+/// come to equal counts, through the throughput planner.
+fn worker_config(fan_out: bool, by_throughput: bool) -> WorkerConfig {
     let config = WorkerConfig::default();
+    let config = if by_throughput {
+        config.balance_by_throughput(BALANCE_FLOOR_KBPS)
+    } else {
+        config
+    };
     let config = if fan_out {
         config.enhanced_fan_out("sim")
     } else {
@@ -245,6 +254,7 @@ async fn event(
 pub async fn run(seed: u64) -> Result<Summary, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let fan_out = seed % 2 == 1;
+    let by_throughput = seed % 4 >= 2;
     let workers = rng.random_range(2..=6);
     let shards = rng.random_range(4..=32);
     let kinesis = Arc::new(MemoryKinesis::with_seed(seed));
@@ -255,7 +265,7 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         kinesis.clone(),
         store.clone(),
         workers,
-        worker_config(fan_out),
+        worker_config(fan_out, by_throughput),
         seed,
         true,
     );
@@ -361,11 +371,16 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     let backwards = checkpoint_regressions(&store.checkpoint_history());
     let excl = fleet.journal.read(exclusivity);
     let line = format!(
-        "seed {seed}: {workers} workers, {shards} shards, {}, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
+        "seed {seed}: {workers} workers, {shards} shards, {}, {}, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
         if fan_out {
             "enhanced fan-out"
         } else {
             "polling"
+        },
+        if by_throughput {
+            "by throughput"
+        } else {
+            "by count"
         },
         excl.longest_overlap,
         verdict.duplicates

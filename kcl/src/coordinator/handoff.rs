@@ -137,6 +137,7 @@ impl LeaseCoordinator {
             if lease.owner.as_deref() != Some(self.worker_id.as_str()) {
                 tracing::info!(worker = %self.worker_id, lease = %key, owner = ?lease.owner, "a lease handed off to this worker went to another");
                 self.stop_awaiting(&key);
+                self.let_go_unheld(&lease).await;
                 continue;
             }
             let now = Instant::now();
@@ -180,6 +181,25 @@ impl LeaseCoordinator {
             }
         }
         Ok(taken)
+    }
+
+    /// Releases a lease that asks this worker to hand it off although this process does not
+    /// hold it (it was asked for while still on its way here, or an earlier process with this id
+    /// held it): nobody would release it until it expired.
+    pub(super) async fn let_go_unheld(&self, lease: &Lease) {
+        if lease.checkpoint_owner.as_deref() != Some(self.worker_id.as_str())
+            || self.held_keys().contains(&lease.key)
+        {
+            return;
+        }
+        match self.store.release(lease).await {
+            Ok(_) => {
+                tracing::info!(worker = %self.worker_id, lease = %lease.key, to = ?lease.owner, "released a lease asked of this worker, which was not processing it")
+            }
+            Err(e) => {
+                tracing::debug!(worker = %self.worker_id, lease = %lease.key, error = %e, "releasing a lease asked of this worker failed; it expires instead")
+            }
+        }
     }
 
     fn stop_awaiting(&self, key: &str) {

@@ -37,6 +37,11 @@ impl LeaseCoordinator {
                 }
                 Err(e) => return Err(e),
             };
+            if plan_number == 0 {
+                for lease in &leases {
+                    self.let_go_unheld(lease).await;
+                }
+            }
             // Leases on their way here count as held: they are this worker's share, and their
             // old owner's renewals are expected.
             let mut held = self.held_keys();

@@ -8,10 +8,12 @@
 //!   expired leases included, so some worker is always below it: every lease is taken).
 //! - Otherwise a lease is stolen from the most loaded worker that has one worth moving: lease
 //!   `l` moves from `V` to this worker `W` only if `load(V) − load(W) > 1.25 × weight(l) +
-//!   floor / 2`. After such a move the reverse move needs the gap to have grown by half the
-//!   lease's weight again, so a measurement that wobbles by less than that moves nothing back,
-//!   and each move lowers the sum of squared loads: the fleet settles. Among the leases worth
-//!   moving, the one closest to half the gap is chosen (the move that evens the two most).
+//!   floor / 2 + 0.1 × (throughput of V and W above the floor)`. After such a move the reverse
+//!   move needs the gap to have grown by half the lease's weight again, so a measurement that
+//!   wobbles by less than that moves nothing back; the last term keeps a hot lease's measure,
+//!   drifting by a few percent, from carrying a gap across the line; and each move lowers the
+//!   sum of squared loads: the fleet settles. Among the leases worth moving, the one closest to
+//!   half the gap is chosen (the move that evens the two most).
 //! - No extra table: the loads are read from the lease table the taker lists anyway.
 
 use rand::seq::SliceRandom;
@@ -30,6 +32,9 @@ pub(crate) enum Balance {
 
 /// The hysteresis: a move needs a gap this many times the lease's weight (plus half the floor).
 const HYSTERESIS: f64 = 1.25;
+/// And, for the measurements' noise, this share of both workers' throughput above the floor: a
+/// hot lease's measure that drifts by a few percent must not carry the gap across the line.
+const NOISE: f64 = 0.1;
 
 impl LeaseTaker {
     /// The plan of a round when balancing by throughput.
@@ -42,18 +47,22 @@ impl LeaseTaker {
     ) -> Plan {
         let me = self.config.worker_id.as_str();
         let weight = |l: &Lease| l.throughput_kbps.unwrap_or(0.0).max(floor_kbps);
-        let mut per_owner: std::collections::BTreeMap<&str, (f64, Vec<&Lease>)> =
+        // Per owner: its load, its throughput above the floor, its leases.
+        let mut per_owner: std::collections::BTreeMap<&str, (f64, f64, Vec<&Lease>)> =
             Default::default();
         for lease in &live {
             if let Some(owner) = lease.owner.as_deref() {
                 let entry = per_owner.entry(owner).or_default();
                 entry.0 += weight(lease);
-                entry.1.push(lease);
+                entry.1 += weight(lease) - floor_kbps;
+                entry.2.push(lease);
             }
         }
-        let (mut my_load, mut my_count) = per_owner
+        let (mut my_load, mut my_excess, mut my_count) = per_owner
             .get(me)
-            .map_or((0.0, 0), |(load, leases)| (*load, leases.len()));
+            .map_or((0.0, 0.0, 0), |(load, excess, leases)| {
+                (*load, *excess, leases.len())
+            });
         let workers = per_owner.len() + usize::from(!per_owner.contains_key(me));
         let total: f64 = active.iter().map(|l| weight(l)).sum();
         let average = total / workers.max(1) as f64;
@@ -81,40 +90,46 @@ impl LeaseTaker {
         }
 
         // The others, most loaded first.
-        let mut others: Vec<(&str, f64, Vec<&Lease>)> = per_owner
+        let mut others: Vec<(&str, f64, f64, Vec<&Lease>)> = per_owner
             .into_iter()
             .filter(|(owner, _)| *owner != me)
-            .map(|(owner, (load, leases))| (owner, load, leases))
+            .map(|(owner, (load, excess, leases))| (owner, load, excess, leases))
             .collect();
         others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
         let mut steal = Vec::new();
         while steal.len() < self.config.max_leases_to_steal.min(room) {
-            let Some((victim, lease)) = others.iter_mut().find_map(|(owner, load, leases)| {
-                let gap = *load - my_load;
-                if gap <= 0.0 {
-                    return None;
-                }
-                leases.shuffle(&mut self.rng);
-                let best = leases
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| {
-                        !l.is_handing_off() && gap > HYSTERESIS * weight(l) + floor_kbps / 2.0
-                    })
-                    .min_by(|(_, a), (_, b)| {
-                        (weight(a) - gap / 2.0)
-                            .abs()
-                            .total_cmp(&(weight(b) - gap / 2.0).abs())
-                    })
-                    .map(|(i, _)| i)?;
-                let lease = leases.swap_remove(best);
-                *load -= weight(lease);
-                Some((*owner, lease))
-            }) else {
+            let Some((victim, lease)) =
+                others.iter_mut().find_map(|(owner, load, excess, leases)| {
+                    let gap = *load - my_load;
+                    if gap <= 0.0 {
+                        return None;
+                    }
+                    let noise = NOISE * (*excess + my_excess);
+                    leases.shuffle(&mut self.rng);
+                    let best = leases
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| {
+                            !l.is_handing_off()
+                                && gap > HYSTERESIS * weight(l) + floor_kbps / 2.0 + noise
+                        })
+                        .min_by(|(_, a), (_, b)| {
+                            (weight(a) - gap / 2.0)
+                                .abs()
+                                .total_cmp(&(weight(b) - gap / 2.0).abs())
+                        })
+                        .map(|(i, _)| i)?;
+                    let lease = leases.swap_remove(best);
+                    *load -= weight(lease);
+                    *excess -= weight(lease) - floor_kbps;
+                    Some((*owner, lease))
+                })
+            else {
                 break;
             };
             tracing::debug!(worker = %me, from = victim, lease = %lease.key, kbps = weight(lease), "stealing toward equal throughput");
             my_load += weight(lease);
+            my_excess += weight(lease) - floor_kbps;
             my_count += 1;
             steal.push(lease.clone());
             others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
