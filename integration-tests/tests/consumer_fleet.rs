@@ -53,6 +53,23 @@ async fn wait_for_leases(
     }
 }
 
+/// Waits until `n` distinct records were processed (30 s at most).
+async fn wait_for_distinct(log: &DeliveryLog, n: usize) {
+    log.wait_for(
+        &format!("{n} distinct records"),
+        Duration::from_secs(30),
+        |l| {
+            let distinct: std::collections::HashSet<&str> = l
+                .records
+                .iter()
+                .map(|(_, _, r)| r.partition_key.as_ref())
+                .collect();
+            distinct.len() >= n
+        },
+    )
+    .await;
+}
+
 async fn produce(env: &TestEnv, stream: &str, from: usize, n: usize) {
     let producer = Producer::new(&env.sdk_config, ProducerConfig::default()).expect("producer");
     let mut futures = Vec::new();
@@ -140,15 +157,7 @@ async fn three_workers_settle_at_3_3_2_and_an_aborted_workers_shards_fail_over()
     );
 
     produce(&env, &stream.name, 2_000, 2_000).await;
-    log.wait_for("all 4,000 records", Duration::from_secs(30), |l| {
-        let distinct: std::collections::HashSet<&str> = l
-            .records
-            .iter()
-            .map(|(_, _, r)| r.partition_key.as_ref())
-            .collect();
-        distinct.len() >= 4_000
-    })
-    .await;
+    wait_for_distinct(&log, 4_000).await;
     let snapshot = log.snapshot();
     let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (worker, _, r) in &snapshot.records {
@@ -294,15 +303,7 @@ async fn a_joining_worker_takes_its_share_without_a_record_processed_twice() {
     })
     .await;
     produce(&env, &stream.name, 3_000, 500).await;
-    log.wait_for("all 3,500 records", Duration::from_secs(30), |l| {
-        let distinct: std::collections::HashSet<&str> = l
-            .records
-            .iter()
-            .map(|(_, _, r)| r.partition_key.as_ref())
-            .collect();
-        distinct.len() >= 3_500
-    })
-    .await;
+    wait_for_distinct(&log, 3_500).await;
     for (handle, task) in [w1, w0] {
         handle.shutdown();
         task.await.expect("worker");

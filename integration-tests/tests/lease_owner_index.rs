@@ -32,7 +32,8 @@ async fn owned_keys(store: &DynamoDbLeaseStore, owner: &str) -> Option<Vec<Strin
     Some(keys)
 }
 
-async fn indexes(env: &TestEnv, table: &str) -> Vec<String> {
+/// The table's global secondary indexes: (name, whether ACTIVE).
+async fn indexes(env: &TestEnv, table: &str) -> Vec<(String, bool)> {
     env.dynamodb
         .describe_table()
         .table_name(table)
@@ -43,25 +44,15 @@ async fn indexes(env: &TestEnv, table: &str) -> Vec<String> {
         .unwrap()
         .global_secondary_indexes()
         .iter()
-        .filter_map(|i| i.index_name().map(str::to_owned))
+        .filter_map(|i| {
+            let active = i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active);
+            Some((i.index_name()?.to_owned(), active))
+        })
         .collect()
 }
 
-async fn index_active(env: &TestEnv, table: &str) -> bool {
-    env.dynamodb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .unwrap()
-        .table()
-        .unwrap()
-        .global_secondary_indexes()
-        .iter()
-        .any(|i| {
-            i.index_name() == Some(OWNER_INDEX)
-                && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
-        })
+fn names(indexes: Vec<(String, bool)>) -> Vec<String> {
+    indexes.into_iter().map(|(name, _)| name).collect()
 }
 
 #[tokio::test]
@@ -71,7 +62,7 @@ async fn a_new_table_has_the_index_and_a_worker_finds_its_leases_through_it() {
     let store = DynamoDbLeaseStore::new(env.dynamodb.clone(), name.clone());
     store.ensure_table().await.unwrap();
     let _table = TestTable::adopt(&env, name.clone());
-    assert_eq!(indexes(&env, &name).await, [OWNER_INDEX]);
+    assert_eq!(names(indexes(&env, &name).await), [OWNER_INDEX]);
     five_leases(&store).await;
     assert_eq!(
         owned_keys(&store, "a").await,
@@ -129,12 +120,16 @@ async fn a_table_without_the_index_keeps_working_and_gets_it_added() {
     );
 
     store.ensure_table().await.unwrap();
-    assert_eq!(indexes(&env, &name).await, [OWNER_INDEX], "added at start");
+    assert_eq!(
+        names(indexes(&env, &name).await),
+        [OWNER_INDEX],
+        "added at start"
+    );
     // Built in the background (within a second on DynamoDB Local, which answers reads and
     // writes with HTTP 500 meanwhile; real DynamoDB takes writes while it builds, for minutes on
     // a large table, and refuses reads of the index).
     for _ in 0..100 {
-        if index_active(&env, &name).await {
+        if indexes(&env, &name).await == [(OWNER_INDEX.to_owned(), true)] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

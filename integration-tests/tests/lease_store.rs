@@ -253,6 +253,16 @@ async fn a_checkpoint_whose_answer_was_lost_is_recognised_as_done_when_retried()
 async fn a_hand_off_keeps_the_old_owner_in_charge_until_it_releases() {
     let env = TestEnv::new().await;
     let (store, _table) = store(&env).await;
+    hand_off_scenario(&store).await;
+}
+
+/// The in-memory lease store (what the simulation and unit tests run on) obeys the same rules.
+#[tokio::test]
+async fn the_in_memory_store_hands_off_alike() {
+    hand_off_scenario(&kcl::leases::MemoryLeaseStore::new()).await;
+}
+
+async fn hand_off_scenario(store: &dyn LeaseStore) {
     let lease = Lease::new("shardId-000000000000", CheckpointPosition::TrimHorizon);
     store.create_if_absent(&lease).await.unwrap();
     let a = store.take(&lease, "worker-a").await.unwrap();

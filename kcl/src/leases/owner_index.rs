@@ -48,17 +48,19 @@ pub(super) fn attribute_definitions() -> Vec<AttributeDefinition> {
         .collect()
 }
 
+fn keys_only() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::KeysOnly)
+        .build()
+}
+
 /// The index, for a new table.
 pub(super) fn index() -> GlobalSecondaryIndex {
     GlobalSecondaryIndex::builder()
         .index_name(OWNER_INDEX)
         .key_schema(key(LEASE_OWNER, KeyType::Hash))
         .key_schema(key(LEASE_KEY, KeyType::Range))
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
+        .projection(keys_only())
         .build()
         .expect("name, keys and projection are set")
 }
@@ -79,11 +81,7 @@ impl DynamoDbLeaseStore {
             .index_name(OWNER_INDEX)
             .key_schema(key(LEASE_OWNER, KeyType::Hash))
             .key_schema(key(LEASE_KEY, KeyType::Range))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            );
+            .projection(keys_only());
         // A provisioned table needs the index's capacity too: the table's own.
         let create = match table
             .provisioned_throughput()
