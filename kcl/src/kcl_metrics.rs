@@ -17,6 +17,8 @@
 //! | `TakenLeases` | counter | leases | leases taken (stolen ones included) |
 //! | `StolenLeases` | counter | leases | leases taken from another live worker |
 //! | `LostLeases` | counter | leases | leases lost to another worker or given up unrenewed |
+//! | `HandedOffLeases` | counter | leases | leases this worker handed to another (graceful hand-off) |
+//! | `HandOff.Time` | histogram | ms | from asking for a lease to holding it (the new owner's wait) |
 
 use std::time::Duration;
 
@@ -28,6 +30,16 @@ use metrics::{
 pub(crate) fn describe() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        describe_counter!(
+            "HandedOffLeases",
+            Unit::Count,
+            "Leases this worker handed to another worker that asked for them (graceful hand-off)"
+        );
+        describe_histogram!(
+            "HandOff.Time",
+            Unit::Milliseconds,
+            "From asking another worker for a lease to holding it"
+        );
         describe_gauge!(
             "MillisBehindLatest",
             Unit::Milliseconds,
@@ -150,4 +162,14 @@ pub(crate) fn taken(stolen: bool) {
 /// A lease lost.
 pub(crate) fn lost() {
     counter!("LostLeases").increment(1);
+}
+
+/// A lease this worker released to the worker that asked for it.
+pub(crate) fn handed_off() {
+    counter!("HandedOffLeases").increment(1);
+}
+
+/// A lease asked for and now held, after `waited`.
+pub(crate) fn hand_off_wait(waited: Duration) {
+    histogram!("HandOff.Time").record(ms(waited));
 }

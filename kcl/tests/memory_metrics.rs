@@ -184,6 +184,24 @@ async fn a_worker_reports_records_lag_latencies_and_leases() {
         [(BTreeMap::new(), DebugValue::Gauge(1.0.into()))]
     );
 
+    // Another worker asks for the other lease: the next renewal learns of it, the processor
+    // stops and the lease is handed over.
+    let lease = store.get("shardId-000000000001").await.unwrap().unwrap();
+    store.hand_off(&lease, "asker").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let snap = snapshot(&snapshotter);
+    let series = |name: &str| snap.get(name).map_or(&[][..], Vec::as_slice);
+    assert_eq!(counter_sum(series("HandedOffLeases")), 1);
+    assert_eq!(
+        series("CurrentLeases"),
+        [(BTreeMap::new(), DebugValue::Gauge(0.0.into()))]
+    );
+    let now = store.get("shardId-000000000001").await.unwrap().unwrap();
+    assert_eq!(
+        (now.owner.as_deref(), now.checkpoint_owner.as_deref()),
+        (Some("asker"), None)
+    );
+
     handle.shutdown();
     running.await.unwrap().unwrap();
 }

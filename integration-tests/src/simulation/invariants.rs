@@ -194,6 +194,59 @@ pub fn imbalance(leases: &[Lease], live: &HashSet<String>) -> Option<String> {
     (max - min > 1).then(|| format!("leases per worker {held:?}"))
 }
 
+/// Balance by throughput with one hot shard (the unfinished lease carrying more than
+/// `8 × floor_kbps`; every other shard carries less than the floor): the other workers' counts
+/// differ by at most one (their shards all weigh the floor), and the hot shard's worker either
+/// holds it alone or is at most 4 floors more loaded than any other worker (a cold lease moves
+/// when the gap passes 1.75 floors plus a tenth of the throughput above the floor, here 1.5;
+/// the rest is slack for the smoothing). Balancing by count leaves the hot worker about the hot
+/// shard's throughput above the others, and fails this. `Some` says what is off, including a
+/// hot shard not measured (or not held) yet.
+pub fn hot_imbalance(leases: &[Lease], live: &HashSet<String>, floor_kbps: f64) -> Option<String> {
+    let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
+    let kbps = |l: &Lease| l.throughput_kbps.unwrap_or(0.0);
+    let hot = active
+        .iter()
+        .filter(|l| kbps(l) > 8.0 * floor_kbps)
+        .max_by(|a, b| kbps(a).total_cmp(&kbps(b)));
+    let Some(hot) = hot else {
+        return Some("no hot shard measured yet".into());
+    };
+    let Some(hot_owner) = hot.owner.as_deref().filter(|o| live.contains(*o)) else {
+        return Some(format!("hot shard {} not held by a live worker", hot.key));
+    };
+    // Per live worker: leases and load.
+    let mut held: BTreeMap<&str, (usize, f64)> =
+        live.iter().map(|w| (w.as_str(), (0, 0.0))).collect();
+    for l in &active {
+        if let Some(h) = l.owner.as_deref().and_then(|o| held.get_mut(o)) {
+            h.0 += 1;
+            h.1 += kbps(l).max(floor_kbps);
+        }
+    }
+    let (hot_count, hot_load) = held[hot_owner];
+    let others: Vec<(usize, f64)> = held
+        .iter()
+        .filter(|(w, _)| **w != hot_owner)
+        .map(|(_, h)| *h)
+        .collect();
+    let uneven = match (
+        others.iter().map(|h| h.0).min(),
+        others.iter().map(|h| h.0).max(),
+    ) {
+        (Some(min), Some(max)) => max - min > 1,
+        _ => false,
+    };
+    let hot_heavy = hot_count > 1 && others.iter().any(|h| hot_load - h.1 > 4.0 * floor_kbps);
+    (uneven || hot_heavy).then(|| {
+        format!(
+            "leases and KiB/s per worker {held:?}, hot shard {} ({:.1} KiB/s) held by {hot_owner}",
+            hot.key,
+            kbps(hot)
+        )
+    })
+}
+
 /// Takes after `since`: lease moves while nothing changed.
 pub fn moves_since(entries: &[(Duration, Entry)], since: Duration) -> Vec<String> {
     entries

@@ -169,8 +169,10 @@ impl LeaseCoordinator {
             };
             match self.store.take(&lease, &self.worker_id).await {
                 Ok(mine) => {
-                    tracing::info!(worker = %self.worker_id, lease = %key, why, waited = ?now.saturating_duration_since(waiting.since), "took a lease handed off to this worker");
+                    let waited = now.saturating_duration_since(waiting.since);
+                    tracing::info!(worker = %self.worker_id, lease = %key, why, waited = ?waited, "took a lease handed off to this worker");
                     crate::kcl_metrics::taken(true);
+                    crate::kcl_metrics::hand_off_wait(waited);
                     taken.push(self.hold(mine));
                 }
                 Err(e @ LeaseError::TableNotFound { .. }) => return Err(e),

@@ -76,6 +76,7 @@ impl Worker {
             if !matches!(ended, Ended::Outcome(ShardOutcome::KinesisFatal(_))) {
                 consumers.forget(&held.key);
                 coordinator.release(&held).await;
+                crate::kcl_metrics::handed_off();
                 tracing::info!(shard = %held.key, "lease handed off");
                 return None;
             }
