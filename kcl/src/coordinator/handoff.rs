@@ -16,17 +16,12 @@
 //! record twice (when the processor checkpoints in `shutdown_requested`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::LeaseCoordinator;
 use crate::checkpoint::HeldLease;
 use crate::leases::{Lease, LeaseError};
-
-/// The hand-off timeout used for hand-offs away from a worker whose own steals are not graceful
-/// (KCL's `gracefulLeaseHandoffTimeoutMillis` default).
-pub(crate) const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A lease handed off to this worker, not yet released by its old owner.
 #[derive(Debug, Clone, Copy)]
@@ -40,15 +35,6 @@ pub(crate) struct Awaiting {
 }
 
 impl LeaseCoordinator {
-    fn handoff_timeout(&self) -> Duration {
-        self.handoff_timeout.unwrap_or(DEFAULT_HANDOFF_TIMEOUT)
-    }
-
-    /// Whether steals are graceful hand-offs.
-    pub(super) fn steals_hand_off(&self) -> bool {
-        self.handoff_timeout.is_some()
-    }
-
     /// Starts waiting for a lease handed off to this worker, whose counter was last seen moving
     /// at `changed_at` (`None`: now).
     pub(super) fn await_handoff(&self, lease: &Lease, changed_at: Option<Instant>) {
@@ -102,10 +88,10 @@ impl LeaseCoordinator {
     pub(super) async fn enforce_handoff_timeout(&self, held: &HeldLease) {
         let since = *held.handoff_since.lock().unwrap_or_else(|e| e.into_inner());
         let Some(since) = since else { return };
-        if since.elapsed() <= self.handoff_timeout() || held.lost.is_cancelled() {
+        if since.elapsed() <= self.handoff_timeout || held.lost.is_cancelled() {
             return;
         }
-        tracing::warn!(worker = %self.worker_id, lease = %held.key, timeout = ?self.handoff_timeout(), "the processor did not stop within the graceful hand-off timeout: the lease is handed over now (the processor gets lease_lost; the new owner starts from the last checkpoint)");
+        tracing::warn!(worker = %self.worker_id, lease = %held.key, timeout = ?self.handoff_timeout, "the processor did not stop within the graceful hand-off timeout: the lease is handed over now (the processor gets lease_lost; the new owner starts from the last checkpoint)");
         self.release(held).await;
     }
 
@@ -150,7 +136,7 @@ impl LeaseCoordinator {
             } else if now.saturating_duration_since(waiting.changed_at) > self.failover_time {
                 Some("its old owner stopped renewing it")
             } else if now.saturating_duration_since(waiting.since)
-                > self.handoff_timeout() + self.failover_time
+                > self.handoff_timeout + self.failover_time
             {
                 Some("its old owner did not release it within the hand-off timeout")
             } else {

@@ -28,9 +28,10 @@ pub(crate) struct LeaseCoordinator {
     failover_time: Duration,
     held: Mutex<BTreeMap<String, Arc<HeldLease>>>,
     taker: tokio::sync::Mutex<LeaseTaker>,
-    /// Steals are graceful hand-offs, and a hand-off away from this worker completes within
-    /// this time; `None`: steals take the lease at once (KCL 2.x).
-    handoff_timeout: Option<Duration>,
+    /// Whether steals are graceful hand-offs (else they take the lease at once, as KCL 2.x).
+    graceful_steals: bool,
+    /// How long a hand-off away from this worker may wait for its processor.
+    handoff_timeout: Duration,
     /// Leases handed off to this worker, waiting for their old owner to release them.
     awaiting: Mutex<BTreeMap<String, handoff::Awaiting>>,
 }
@@ -42,6 +43,7 @@ impl LeaseCoordinator {
             worker_id: config.worker_id.clone(),
             failover_time: config.failover_time,
             held: Mutex::new(BTreeMap::new()),
+            graceful_steals: config.graceful_steals,
             handoff_timeout: config.handoff_timeout,
             taker: tokio::sync::Mutex::new(LeaseTaker::new(config)),
             awaiting: Mutex::new(BTreeMap::new()),
@@ -276,18 +278,7 @@ mod tests {
     use crate::leases::{CheckpointPosition, Lease, MemoryLeaseStore};
 
     fn coordinator(store: Arc<MemoryLeaseStore>, me: &str) -> LeaseCoordinator {
-        LeaseCoordinator::new(
-            store,
-            TakerConfig {
-                worker_id: me.into(),
-                failover_time: Duration::from_secs(10),
-                max_leases_per_worker: usize::MAX,
-                max_leases_to_steal: 1,
-                seed: 0,
-                handoff_timeout: None,
-                balance: taker::Balance::Count,
-            },
-        )
+        LeaseCoordinator::new(store, TakerConfig::test(me))
     }
 
     /// A table with lease "s0", taken by worker "a".

@@ -123,13 +123,8 @@ mod tests {
         let coordinator = Arc::new(LeaseCoordinator::new(
             store.clone(),
             TakerConfig {
-                worker_id: "w".into(),
                 failover_time: failover,
-                max_leases_per_worker: usize::MAX,
-                max_leases_to_steal: 1,
-                seed: 0,
-                handoff_timeout: None,
-                balance: crate::coordinator::taker::Balance::Count,
+                ..TakerConfig::test("w")
             },
         ));
         assert_eq!(coordinator.take_round().await.unwrap().len(), keys.len());

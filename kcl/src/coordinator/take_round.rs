@@ -73,7 +73,7 @@ impl LeaseCoordinator {
         for (done, chunk) in attempts.chunks(CONCURRENT_TAKES).enumerate() {
             let mut lost = 0;
             let mut taking = JoinSet::new();
-            let hand_off = self.steals_hand_off();
+            let hand_off = self.graceful_steals;
             for (lease, stolen) in chunk.iter().cloned() {
                 let (store, me) = (self.store.clone(), self.worker_id.clone());
                 taking.spawn(async move {

@@ -38,10 +38,30 @@ pub(crate) struct TakerConfig {
     /// Seeds the choice among equally good leases (from the worker's jitter, so a simulated
     /// fleet replays exactly).
     pub(crate) seed: u64,
-    /// Steals are graceful hand-offs completing within this time; `None`: immediate takes.
-    pub(crate) handoff_timeout: Option<Duration>,
+    /// Whether steals are graceful hand-offs (else immediate takes, as KCL 2.x).
+    pub(crate) graceful_steals: bool,
+    /// How long a hand-off away from this worker may wait for its processor.
+    pub(crate) handoff_timeout: Duration,
     /// Toward equal lease counts, or equal throughput.
     pub(crate) balance: Balance,
+}
+
+#[cfg(test)]
+impl TakerConfig {
+    /// Worker `worker_id`, failover 10 s, no lease limit, one steal a round, immediate steals,
+    /// count balancing.
+    pub(crate) fn test(worker_id: &str) -> TakerConfig {
+        TakerConfig {
+            worker_id: worker_id.into(),
+            failover_time: Duration::from_secs(10),
+            max_leases_per_worker: usize::MAX,
+            max_leases_to_steal: 1,
+            seed: 0,
+            graceful_steals: false,
+            handoff_timeout: Duration::from_secs(30),
+            balance: Balance::Count,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -218,15 +238,7 @@ mod tests {
     use crate::leases::CheckpointPosition;
 
     fn config(me: &str) -> TakerConfig {
-        TakerConfig {
-            worker_id: me.into(),
-            failover_time: Duration::from_secs(10),
-            max_leases_per_worker: usize::MAX,
-            max_leases_to_steal: 1,
-            seed: 0,
-            handoff_timeout: None,
-            balance: Balance::Count,
-        }
+        TakerConfig::test(me)
     }
 
     fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {

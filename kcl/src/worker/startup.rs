@@ -116,10 +116,8 @@ impl Worker {
                 max_leases_per_worker: self.config.max_leases_per_worker,
                 max_leases_to_steal: self.config.max_leases_to_steal,
                 seed: rand::Rng::random(&mut self.jitter.rng()),
-                handoff_timeout: self
-                    .config
-                    .graceful_handoff
-                    .then_some(self.config.graceful_handoff_timeout),
+                graceful_steals: self.config.graceful_handoff,
+                handoff_timeout: self.config.graceful_handoff_timeout,
                 balance: match self.config.balance_floor_kbps {
                     Some(floor_kbps) => Balance::Throughput { floor_kbps },
                     None => Balance::Count,

@@ -58,7 +58,7 @@ impl LeaseTaker {
                 entry.2.push(lease);
             }
         }
-        let (mut my_load, mut my_excess, mut my_count) = per_owner
+        let (mut my_load, mut my_excess, my_count) = per_owner
             .get(me)
             .map_or((0.0, 0.0, 0), |(load, excess, leases)| {
                 (*load, *excess, leases.len())
@@ -130,11 +130,9 @@ impl LeaseTaker {
             tracing::debug!(worker = %me, from = victim, lease = %lease.key, kbps = weight(lease), "stealing toward equal throughput");
             my_load += weight(lease);
             my_excess += weight(lease) - floor_kbps;
-            my_count += 1;
             steal.push(lease.clone());
             others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
         }
-        let _ = my_count;
         Plan {
             take: Vec::new(),
             steal,
@@ -145,7 +143,6 @@ impl LeaseTaker {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::time::Duration;
 
     use tokio::time::Instant;
 
@@ -157,13 +154,8 @@ mod tests {
 
     fn config(me: &str) -> TakerConfig {
         TakerConfig {
-            worker_id: me.into(),
-            failover_time: Duration::from_secs(10),
-            max_leases_per_worker: usize::MAX,
-            max_leases_to_steal: 1,
-            seed: 0,
-            handoff_timeout: None,
             balance: Balance::Throughput { floor_kbps: FLOOR },
+            ..TakerConfig::test(me)
         }
     }
 
