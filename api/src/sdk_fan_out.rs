@@ -23,6 +23,15 @@ fn malformed(operation: &'static str, message: &str) -> AwsError {
     )
 }
 
+/// A consumer as the SDK describes it, in either answer's shape.
+fn consumer(
+    arn: String,
+    name: String,
+    status: &aws_sdk_kinesis::types::ConsumerStatus,
+) -> StreamConsumer {
+    StreamConsumer::new(arn, name, ConsumerStatus::parse(status.as_str()))
+}
+
 pub(crate) async fn register(
     client: &aws_sdk_kinesis::Client,
     stream_arn: &str,
@@ -39,10 +48,10 @@ pub(crate) async fn register(
     let c = output
         .consumer
         .ok_or_else(|| malformed(OP, "no consumer in the answer"))?;
-    Ok(StreamConsumer::new(
+    Ok(consumer(
         c.consumer_arn,
         c.consumer_name,
-        ConsumerStatus::parse(c.consumer_status.as_str()),
+        &c.consumer_status,
     ))
 }
 
@@ -62,10 +71,10 @@ pub(crate) async fn describe(
     let c = output
         .consumer_description
         .ok_or_else(|| malformed(OP, "no consumer description in the answer"))?;
-    Ok(StreamConsumer::new(
+    Ok(consumer(
         c.consumer_arn,
         c.consumer_name,
-        ConsumerStatus::parse(c.consumer_status.as_str()),
+        &c.consumer_status,
     ))
 }
 

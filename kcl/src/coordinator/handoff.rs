@@ -190,7 +190,7 @@ impl LeaseCoordinator {
         }
     }
 
-    fn stop_awaiting(&self, key: &str) {
+    pub(super) fn stop_awaiting(&self, key: &str) {
         self.awaiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -121,10 +121,7 @@ impl LeaseCoordinator {
 
     /// Starts tracking a lease just taken.
     fn hold(&self, lease: crate::leases::Lease) -> Arc<HeldLease> {
-        self.awaiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&lease.key);
+        self.stop_awaiting(&lease.key);
         let held = HeldLease::new(lease);
         let (replaced, count) = {
             let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());

@@ -77,8 +77,10 @@ impl LeaseCoordinator {
             for (lease, stolen) in chunk.iter().cloned() {
                 let (store, me) = (self.store.clone(), self.worker_id.clone());
                 taking.spawn(async move {
+                    // A graceful steal asks the owner to hand the lease off; unlike a take it
+                    // does not race the owner's renewals (the counter is not compared).
                     let result = if stolen && hand_off {
-                        ask_for(&*store, &lease, &me).await.map(Taken::HandingOff)
+                        store.hand_off(&lease, &me).await.map(Taken::HandingOff)
                     } else {
                         take_one(&*store, &lease, stolen, &me)
                             .await
@@ -133,12 +135,6 @@ enum Taken {
     Held(Lease),
     /// Being handed off to this worker.
     HandingOff(Lease),
-}
-
-/// A graceful steal: asks the owner to hand the lease off. Unlike a take it does not race the
-/// owner's renewals (the counter is not compared).
-async fn ask_for(store: &dyn LeaseStore, lease: &Lease, me: &str) -> Result<Lease, LeaseError> {
-    store.hand_off(lease, me).await
 }
 
 /// One take. A steal races its live owner's renewals: the counter moving under the same owner
