@@ -15,6 +15,8 @@ use crate::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
 #[derive(Debug)]
 pub(crate) struct HeldLease {
     pub(crate) key: String,
+    /// The shard (the key, or a multi-stream lease's `shardId`).
+    pub(crate) shard_id: String,
     pub(crate) lease: tokio::sync::Mutex<Lease>,
     /// Cancelled when the lease is lost (taken by another worker, or not renewed in time).
     pub(crate) lost: CancellationToken,
@@ -35,6 +37,7 @@ impl HeldLease {
     pub(crate) fn new(lease: Lease) -> Arc<Self> {
         Arc::new(HeldLease {
             key: lease.key.clone(),
+            shard_id: lease.shard().to_owned(),
             lease: tokio::sync::Mutex::new(lease),
             lost: CancellationToken::new(),
             last_renewed: Mutex::new(Instant::now()),
@@ -138,6 +141,7 @@ pub enum CheckpointError {
 #[derive(Clone, Debug)]
 pub struct Checkpointer {
     shard_id: String,
+    stream: Arc<str>,
     held: Arc<HeldLease>,
     store: Arc<dyn LeaseStore>,
     state: Arc<Mutex<Progress>>,
@@ -154,12 +158,19 @@ struct Progress {
 impl Checkpointer {
     pub(crate) fn new(held: Arc<HeldLease>, store: Arc<dyn LeaseStore>) -> Self {
         Checkpointer {
-            shard_id: held.key.clone(),
+            shard_id: held.shard_id.clone(),
+            stream: Arc::from(""),
             held,
             store,
             state: Arc::new(Mutex::new(Progress::default())),
             stopping: CancellationToken::new(),
         }
+    }
+
+    /// The same, for a shard of `stream` (its name or ARN as given to the worker).
+    pub(crate) fn in_stream(mut self, stream: &str) -> Self {
+        self.stream = Arc::from(stream);
+        self
     }
 
     /// The same, told when the shard's consumer is asked to stop.
@@ -180,6 +191,11 @@ impl Checkpointer {
     /// The shard this checkpointer writes for.
     pub fn shard_id(&self) -> &str {
         &self.shard_id
+    }
+
+    /// The shard's stream: its name or ARN as given to the worker.
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     pub(crate) fn delivered(&self, position: ExtendedSequenceNumber) {

@@ -37,7 +37,7 @@ pub(crate) fn deletable(leases: &[Lease]) -> Vec<String> {
     leases
         .iter()
         .filter(|l| l.is_finished() && !l.child_shard_ids.is_empty())
-        .filter(|l| l.child_shard_ids.iter().all(|c| started(c)))
+        .filter(|l| (l.child_shard_ids.iter()).all(|c| started(&l.key_of_shard(c))))
         .map(|l| l.key.clone())
         .collect()
 }
@@ -75,6 +75,20 @@ mod tests {
             "b has no lease yet"
         );
         assert_eq!(deletable(&[parent, a, b_started]), ["p"]);
+    }
+
+    #[test]
+    fn a_multi_stream_parent_finds_its_children_in_its_own_stream() {
+        let in_stream = |stream: &str, shard: &str, checkpoint, children: &[&str]| {
+            let mut l = Lease::in_stream(stream, shard, checkpoint);
+            l.child_shard_ids = children.iter().map(|c| (*c).to_owned()).collect();
+            l
+        };
+        let parent = in_stream("1:a:9", "p", CheckpointPosition::ShardEnd, &["c"]);
+        let other_stream_child = in_stream("1:b:9", "c", at("5"), &[]);
+        assert!(deletable(&[parent.clone(), other_stream_child]).is_empty());
+        let child = in_stream("1:a:9", "c", at("5"), &[]);
+        assert_eq!(deletable(&[parent, child]), ["1:a:9:p"]);
     }
 
     #[test]

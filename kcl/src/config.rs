@@ -43,6 +43,7 @@ pub struct WorkerConfig {
     pub(crate) graceful_handoff: bool,
     pub(crate) graceful_handoff_timeout: Duration,
     pub(crate) balance_floor_kbps: Option<f64>,
+    pub(crate) former_stream_leases: crate::streams::FormerStreamLeases,
 }
 
 /// A setting a worker cannot run with.
@@ -84,6 +85,7 @@ impl Default for WorkerConfig {
             graceful_handoff: true,
             graceful_handoff_timeout: Duration::from_secs(30),
             balance_floor_kbps: None,
+            former_stream_leases: crate::streams::FormerStreamLeases::Keep,
         }
     }
 }
@@ -273,6 +275,17 @@ impl WorkerConfig {
     /// by lease count (as the Java KCL 2.x).
     pub fn balance_by_throughput(mut self, floor_kbps: f64) -> Self {
         self.balance_floor_kbps = Some(floor_kbps);
+        self
+    }
+
+    /// A multi-stream worker: what becomes of the leases of a stream no longer listed (removed,
+    /// or deleted and created again). Default [`FormerStreamLeases::Keep`](crate::FormerStreamLeases::Keep)
+    /// (the Java KCL's default): adding the stream back resumes from its checkpoints.
+    /// [`DeleteAfter`](crate::FormerStreamLeases::DeleteAfter) deletes, at the lease cleanup
+    /// (`lease_cleanup_interval`), those nobody has changed for that long (at least the
+    /// failover time), so leases a worker still reads are never deleted.
+    pub fn former_stream_leases(mut self, policy: crate::streams::FormerStreamLeases) -> Self {
+        self.former_stream_leases = policy;
         self
     }
 

@@ -14,6 +14,7 @@ mod processor;
 mod retrieval;
 mod shard_sync;
 mod stream;
+mod streams;
 mod worker;
 
 pub use checkpoint::{CheckpointError, Checkpointer, PreparedCheckpoint};
@@ -25,6 +26,7 @@ pub use processor::{
     RecordProcessor, RecordProcessorFactory,
 };
 pub use stream::{Batch, RecordStream};
+pub use streams::{FormerStreamLeases, StreamSpec, StreamsHandle};
 pub use worker::{
     BuildError, ShardPhase, ShardStatus, ShutdownHandle, StatusHandle, Worker, WorkerBuilder,
     WorkerError, WorkerPhase, WorkerStatus,

@@ -58,6 +58,8 @@ impl ConsumerRecord {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct InitializeInput {
+    /// The shard's stream: its name or ARN as given to the worker.
+    pub stream: String,
     /// The shard.
     pub shard_id: String,
     /// Where processing starts: the lease's checkpoint.
@@ -116,6 +118,14 @@ pub trait RecordProcessor: Send + 'static {
 pub trait RecordProcessorFactory: Send + Sync + 'static {
     /// A processor for `shard_id`.
     fn create(&self, shard_id: &str) -> Box<dyn RecordProcessor>;
+
+    /// A processor for `shard_id` of `stream` (its name or ARN as given to the worker): a
+    /// multi-stream worker's factory may make a different processor per stream. Default:
+    /// [`create`](Self::create).
+    fn create_for(&self, stream: &str, shard_id: &str) -> Box<dyn RecordProcessor> {
+        let _ = stream;
+        self.create(shard_id)
+    }
 }
 
 impl<F> RecordProcessorFactory for F

@@ -28,6 +28,7 @@ use crate::jitter::Jitter;
 use crate::config::InitialPosition;
 use crate::leases::{CheckpointPosition, Lease, LeaseError, LeaseStore};
 use crate::retrieval::control_policy;
+use crate::streams::StreamContext;
 
 /// Why a shard sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ fn new_lease(
     shard: &Shard,
     leased: &HashSet<&str>,
     initial: InitialPosition,
-    stream: &str,
+    stream: &StreamContext,
 ) -> Option<Lease> {
     let parents = shard.parents.clone();
     let (start, parents) = if parents.iter().any(|p| leased.contains(p.as_str())) {
@@ -91,9 +92,8 @@ fn new_lease(
             InitialPosition::AtTimestamp(_) => (CheckpointPosition::AtTimestamp, parents),
         }
     };
-    let mut lease = Lease::new(shard.id.clone(), start).with_parents(parents);
+    let mut lease = stream.new_lease(&shard.id, start).with_parents(parents);
     lease.hash_key_range = Some(shard.range);
-    lease.stream = Some(stream.to_owned());
     Some(lease)
 }
 
@@ -101,22 +101,27 @@ fn new_lease(
 /// instead of 200 s).
 const CONCURRENT_CREATES: usize = 16;
 
-/// Creates the leases the rules above call for; returns how many were new.
+/// Creates the leases the rules above call for in one stream; returns how many were new.
 pub(crate) async fn sync(
     kinesis: &dyn Kinesis,
-    stream: &StreamRef,
-    identifier: &str,
+    stream: &StreamContext,
     store: &Arc<dyn LeaseStore>,
-    initial: InitialPosition,
     jitter: &Jitter,
-    closed: &crate::fan_out::ClosedShards,
 ) -> Result<usize, SyncError> {
-    let mut shards = list_all_shards(kinesis, stream, jitter)
+    let initial = stream.initial;
+    let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
-    closed.set(shards.iter().filter(|s| s.closed).map(|s| s.id.clone()));
+    stream
+        .closed
+        .set(shards.iter().filter(|s| s.closed).map(|s| s.id.clone()));
     let existing = store.list().await.map_err(SyncError::Leases)?;
-    let existing: HashMap<&str, &Lease> = existing.iter().map(|l| (l.key.as_str(), l)).collect();
+    // By shard id: a multi-stream table holds other streams' leases too.
+    let existing: HashMap<&str, &Lease> = existing
+        .iter()
+        .filter(|l| stream.owns(l))
+        .map(|l| (l.shard(), l))
+        .collect();
     // A shard whose child already has a lease was finished (and perhaps cleaned up): never again.
     let superseded: HashSet<&str> = existing
         .values()
@@ -134,7 +139,7 @@ pub(crate) async fn sync(
         if existing.contains_key(id) || superseded.contains(id) {
             continue;
         }
-        let Some(lease) = new_lease(shard, &leased, initial, identifier) else {
+        let Some(lease) = new_lease(shard, &leased, initial, stream) else {
             continue;
         };
         let level = lease
@@ -143,7 +148,7 @@ pub(crate) async fn sync(
             .filter_map(|p| level_of.get(p))
             .max()
             .map_or(0, |l| l + 1);
-        level_of.insert(lease.key.clone(), level);
+        level_of.insert(shard.id.clone(), level);
         if levels.len() <= level {
             levels.resize_with(level + 1, Vec::new);
         }
@@ -179,15 +184,15 @@ pub(crate) async fn sync(
 pub(crate) async fn create_child_leases(
     store: &dyn LeaseStore,
     children: &[ChildShard],
-    identifier: &str,
+    stream: &StreamContext,
 ) -> Result<(), LeaseError> {
     let mut children: Vec<&ChildShard> = children.iter().collect();
     children.sort_by(|a, b| a.id.cmp(&b.id));
     for child in children {
-        let mut lease = Lease::new(child.id.clone(), CheckpointPosition::TrimHorizon)
+        let mut lease = stream
+            .new_lease(&child.id, CheckpointPosition::TrimHorizon)
             .with_parents(child.parents.clone());
         lease.hash_key_range = child.range;
-        lease.stream = Some(identifier.to_owned());
         store.create_if_absent(&lease).await?;
     }
     Ok(())
@@ -197,6 +202,18 @@ pub(crate) async fn create_child_leases(
 mod tests {
     use super::*;
     use kinesis_format::{HashKey, HashKeyRange};
+
+    fn ctx(multi: bool) -> StreamContext {
+        StreamContext {
+            stream: StreamRef::new("s"),
+            identifier: "1:s:100".into(),
+            multi,
+            initial: InitialPosition::Latest,
+            fan_out: None,
+            closed: Arc::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
 
     fn shard(id: &str, parents: &[&str], open: bool) -> Shard {
         let range = HashKeyRange::new(HashKey(0), HashKey(u128::MAX)).unwrap();
@@ -214,15 +231,21 @@ mod tests {
             InitialPosition::AtTimestamp(std::time::SystemTime::UNIX_EPOCH),
         ] {
             // A split of s0 and a merge of s0's sibling s1 with another.
-            let split = new_lease(&shard("s2", &["s0"], true), &leased, initial, "x").unwrap();
+            let split =
+                new_lease(&shard("s2", &["s0"], true), &leased, initial, &ctx(false)).unwrap();
             assert_eq!(
                 split.checkpoint,
                 CheckpointPosition::TrimHorizon,
                 "{initial:?}"
             );
             assert_eq!(split.parent_shard_ids, ["s0"]);
-            let merge =
-                new_lease(&shard("s3", &["s1", "s9"], true), &leased, initial, "x").unwrap();
+            let merge = new_lease(
+                &shard("s3", &["s1", "s9"], true),
+                &leased,
+                initial,
+                &ctx(false),
+            )
+            .unwrap();
             assert_eq!(
                 merge.checkpoint,
                 CheckpointPosition::TrimHorizon,
@@ -236,17 +259,26 @@ mod tests {
     fn a_first_sync_follows_the_initial_position() {
         let none = HashSet::new();
         let latest = InitialPosition::Latest;
-        assert!(new_lease(&shard("s0", &[], false), &none, latest, "x").is_none());
-        let open = new_lease(&shard("s1", &["s0"], true), &none, latest, "x").unwrap();
+        assert!(new_lease(&shard("s0", &[], false), &none, latest, &ctx(false)).is_none());
+        let open = new_lease(&shard("s1", &["s0"], true), &none, latest, &ctx(false)).unwrap();
         assert_eq!(
             (open.checkpoint, open.parent_shard_ids.len()),
             (CheckpointPosition::Latest, 0)
         );
         let th = InitialPosition::TrimHorizon;
-        let closed = new_lease(&shard("s0", &[], false), &none, th, "x").unwrap();
+        let closed = new_lease(&shard("s0", &[], false), &none, th, &ctx(false)).unwrap();
         assert_eq!(closed.checkpoint, CheckpointPosition::TrimHorizon);
-        let child = new_lease(&shard("s1", &["s0"], true), &none, th, "x").unwrap();
+        let child = new_lease(&shard("s1", &["s0"], true), &none, th, &ctx(false)).unwrap();
         assert_eq!(child.parent_shard_ids, ["s0"]);
-        assert_eq!(child.stream.as_deref(), Some("x"));
+        assert_eq!(child.stream.as_deref(), Some("1:s:100"));
+        let multi = new_lease(&shard("s1", &["s0"], true), &none, th, &ctx(true)).unwrap();
+        assert_eq!(
+            (
+                multi.key.as_str(),
+                multi.shard(),
+                multi.parent_shard_ids.as_slice()
+            ),
+            ("1:s:100:s1", "s1", ["s0".to_owned()].as_slice())
+        );
     }
 }

@@ -23,6 +23,8 @@ use crate::processor::{ConsumerRecord, ProcessRecordsInput, ProcessorResult, Rec
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Batch {
+    /// The shard's stream (its name or ARN as given to the worker).
+    pub stream: String,
     /// The shard the records come from.
     pub shard_id: String,
     /// Its user records, in (sequence, sub-sequence) order; empty when `shard_ended`.
@@ -107,6 +109,7 @@ fn stream_gone() -> crate::processor::ProcessorError {
 impl RecordProcessor for Forward {
     async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> ProcessorResult {
         let batch = Batch {
+            stream: input.checkpointer.stream().to_owned(),
             shard_id: input.checkpointer.shard_id().to_owned(),
             last: input.records.last().map(ConsumerRecord::position),
             records: input.records,
@@ -127,6 +130,7 @@ impl RecordProcessor for Forward {
     async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
         let (ended, checkpointed) = oneshot::channel();
         let batch = Batch {
+            stream: checkpointer.stream().to_owned(),
             shard_id: checkpointer.shard_id().to_owned(),
             records: Vec::new(),
             millis_behind_latest: None,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::checkpoint::HeldLease;
-use crate::leases::{LeaseError, LeaseStore};
+use crate::leases::{Lease, LeaseError, LeaseStore};
 
 // Used by the coordinator below; also tested on their own.
 mod handoff;
@@ -34,6 +34,31 @@ pub(crate) struct LeaseCoordinator {
     handoff_timeout: Duration,
     /// Leases handed off to this worker, waiting for their old owner to release them.
     awaiting: Mutex<BTreeMap<String, handoff::Awaiting>>,
+    /// Which leases this worker takes (a multi-stream worker: those of the streams it reads).
+    filter: LeaseFilter,
+}
+
+/// Which leases a worker takes; the others are left out of its plans as if absent.
+#[derive(Clone)]
+pub(crate) struct LeaseFilter(Option<Accepts>);
+
+/// Whether a worker takes a lease.
+pub(crate) type Accepts = Arc<dyn Fn(&Lease) -> bool + Send + Sync>;
+
+impl LeaseFilter {
+    pub(crate) fn accepts(&self, lease: &Lease) -> bool {
+        self.0.as_ref().is_none_or(|f| f(lease))
+    }
+}
+
+impl std::fmt::Debug for LeaseFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "some leases"
+        } else {
+            "every lease"
+        })
+    }
 }
 
 impl LeaseCoordinator {
@@ -47,7 +72,14 @@ impl LeaseCoordinator {
             handoff_timeout: config.handoff_timeout,
             taker: tokio::sync::Mutex::new(LeaseTaker::new(config)),
             awaiting: Mutex::new(BTreeMap::new()),
+            filter: LeaseFilter(None),
         }
+    }
+
+    /// The same, taking only the leases `filter` accepts.
+    pub(crate) fn with_filter(mut self, filter: Accepts) -> Self {
+        self.filter = LeaseFilter(Some(filter));
+        self
     }
 
     pub(crate) fn held(&self) -> Vec<Arc<HeldLease>> {
@@ -86,7 +118,9 @@ impl LeaseCoordinator {
         };
         let mut resumed = Vec::new();
         for lease in leases {
-            if lease.is_finished() {
+            // Not this worker's to take (a stream it does not read): it expires, or the worker
+            // that still asks for it is answered by `let_go_unheld`.
+            if lease.is_finished() || !self.filter.accepts(&lease) {
                 continue;
             }
             // Handed to this id by a worker still processing it: wait for its release.

@@ -27,7 +27,7 @@ impl LeaseCoordinator {
     pub(crate) async fn take_round(&self) -> Result<Vec<Arc<HeldLease>>, LeaseError> {
         let mut taken = Vec::new();
         for plan_number in 0..MAX_PLANS {
-            let leases = match self.store.list().await {
+            let mut leases = match self.store.list().await {
                 Ok(leases) => leases,
                 // Planning again failed: what was taken so far must still reach the caller
                 // (its consumers start from it).
@@ -42,6 +42,7 @@ impl LeaseCoordinator {
                     self.let_go_unheld(lease).await;
                 }
             }
+            leases.retain(|l| self.filter.accepts(l));
             // Leases on their way here count as held: they are this worker's share, and their
             // old owner's renewals are expected.
             let mut held = self.held_keys();

@@ -25,6 +25,10 @@ pub(super) const ENDING_HASH_KEY: &str = "endingHashKey";
 pub(super) const STREAM: &str = "kinesisRsStream";
 pub(super) const CHECKPOINT_OWNER: &str = "checkpointOwner";
 pub(super) const THROUGHPUT: &str = "throughputKBps";
+/// Multi-stream leases: the stream's identifier (`account:name:creationEpoch`; the Java KCL keeps
+/// the name `streamName` "for legacy reasons") and the shard id.
+pub(super) const STREAM_NAME: &str = "streamName";
+pub(super) const SHARD_ID: &str = "shardId";
 /// KCL 3.5+ keeps other entities in the lease table (leader lock, worker metrics, migration
 /// state), each with this attribute; a lease has none or `LEASE`.
 pub(super) const ENTITY_TYPE: &str = "entityType";
@@ -99,6 +103,12 @@ pub(super) fn to_item(lease: &Lease) -> Item {
     if let Some(kbps) = lease.throughput_kbps {
         item.insert(THROUGHPUT.into(), kbps_value(kbps));
     }
+    if let Some(stream) = &lease.stream_identifier {
+        item.insert(STREAM_NAME.into(), s(stream));
+    }
+    if let Some(shard) = &lease.shard_id {
+        item.insert(SHARD_ID.into(), s(shard));
+    }
     item
 }
 
@@ -169,6 +179,8 @@ pub(super) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0),
+        stream_identifier: string(STREAM_NAME),
+        shard_id: string(SHARD_ID),
         key,
     })
 }
@@ -213,6 +225,36 @@ mod tests {
         }
         assert_eq!(item[CHECKPOINT_SUB], n(12));
         assert_eq!(from_item(&item).unwrap(), lease);
+    }
+
+    #[test]
+    fn a_multi_stream_lease_has_the_java_kcl_key_and_attributes() {
+        let lease = Lease::in_stream(
+            "123456789012:orders:1700000000",
+            "shardId-000000000004",
+            CheckpointPosition::TrimHorizon,
+        )
+        .with_parents(vec!["shardId-000000000001".into()]);
+        let item = to_item(&lease);
+        assert_eq!(
+            item[LEASE_KEY],
+            s("123456789012:orders:1700000000:shardId-000000000004")
+        );
+        assert_eq!(item[STREAM_NAME], s("123456789012:orders:1700000000"));
+        assert_eq!(item[SHARD_ID], s("shardId-000000000004"));
+        let read = from_item(&item).unwrap();
+        assert_eq!(read, lease);
+        assert_eq!(read.shard(), "shardId-000000000004");
+        assert_eq!(
+            read.key_of_shard("shardId-000000000001"),
+            "123456789012:orders:1700000000:shardId-000000000001"
+        );
+        let single = Lease::new("shardId-000000000004", CheckpointPosition::TrimHorizon);
+        assert!(!to_item(&single).contains_key(STREAM_NAME));
+        assert_eq!(
+            single.key_of_shard("shardId-000000000001"),
+            "shardId-000000000001"
+        );
     }
 
     #[test]

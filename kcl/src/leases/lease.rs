@@ -102,6 +102,12 @@ pub struct Lease {
     /// average over recent renew intervals (each new interval weighs half); written with each
     /// renewal. Throughput-aware balancing moves leases by it.
     pub throughput_kbps: Option<f64>,
+    /// `streamName` (multi-stream leases, as the Java KCL's `MultiStreamLease`): the stream's
+    /// identifier, `account:name:creationEpoch`. The lease key is then this identifier, `:`,
+    /// and the shard id.
+    pub stream_identifier: Option<String>,
+    /// `shardId` (multi-stream leases): the shard, whose id is otherwise the lease key.
+    pub shard_id: Option<String>,
 }
 
 impl Lease {
@@ -120,6 +126,42 @@ impl Lease {
             stream: None,
             checkpoint_owner: None,
             throughput_kbps: None,
+            stream_identifier: None,
+            shard_id: None,
+        }
+    }
+
+    /// A new, unowned multi-stream lease (the Java KCL's key and attributes): key
+    /// `stream_identifier:shard_id`, with `streamName` and `shardId`.
+    pub fn in_stream(
+        stream_identifier: &str,
+        shard_id: impl Into<String>,
+        checkpoint: CheckpointPosition,
+    ) -> Self {
+        let shard_id = shard_id.into();
+        Lease {
+            stream_identifier: Some(stream_identifier.to_owned()),
+            ..Lease::new(multi_stream_key(stream_identifier, &shard_id), checkpoint)
+        }
+        .with_shard_id(shard_id)
+    }
+
+    fn with_shard_id(mut self, shard_id: String) -> Self {
+        self.shard_id = Some(shard_id);
+        self
+    }
+
+    /// The shard this lease is for: `shardId` on a multi-stream lease, else the key.
+    pub fn shard(&self) -> &str {
+        self.shard_id.as_deref().unwrap_or(&self.key)
+    }
+
+    /// The key of the lease of `shard_id` in the same stream (its parents' and children's
+    /// leases are named by shard id on the lease).
+    pub fn key_of_shard(&self, shard_id: &str) -> String {
+        match &self.stream_identifier {
+            Some(stream) => multi_stream_key(stream, shard_id),
+            None => shard_id.to_owned(),
         }
     }
 
@@ -149,6 +191,11 @@ impl Lease {
     pub fn is_handing_off(&self) -> bool {
         self.checkpoint_owner.is_some()
     }
+}
+
+/// A multi-stream lease key: the stream's identifier, `:`, the shard id (as the Java KCL).
+pub(crate) fn multi_stream_key(stream_identifier: &str, shard_id: &str) -> String {
+    format!("{stream_identifier}:{shard_id}")
 }
 
 /// The state changes the lease table allows, as pure functions: each store checks its condition

@@ -76,6 +76,17 @@ impl MemoryLeaseStore {
             .clone()
     }
 
+    /// Every lease as stored now, by key, read past the latency, outage and failures: for tests
+    /// that wait for a condition of the table.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
         self.trouble.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -16,26 +16,21 @@ use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
 use crate::processor::{InitializeInput, ProcessRecordsInput, ProcessorError, RecordProcessor};
 use crate::retrieval::{Skipped, shard_iterator, to_user_records};
 use crate::shard_sync::create_child_leases;
-use kinesis_api::StreamRef;
+use crate::streams::StreamContext;
 
 pub(crate) struct ShardConsumer {
     pub(crate) held: Arc<HeldLease>,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) kinesis: Arc<dyn Kinesis>,
-    pub(crate) stream: StreamRef,
+    /// The shard's stream: where to read, how its leases are named.
+    pub(crate) stream: Arc<StreamContext>,
     /// Where back-off jitter comes from.
     pub(crate) jitter: Arc<crate::jitter::Jitter>,
-    /// The stream's identity, written on the child leases this consumer creates.
-    pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,
     /// Cancelled when the worker shuts down gracefully.
     pub(crate) shutdown: CancellationToken,
     /// Where this consumer reports its phase and progress.
     pub(crate) status: Arc<crate::worker::Board>,
-    /// The enhanced fan-out consumer's ARN; `None`: polling.
-    pub(crate) fan_out: Option<Arc<str>>,
-    /// The shards the last shard sync found closed.
-    pub(crate) closed: Arc<crate::fan_out::ClosedShards>,
 }
 
 /// What interrupted a wait.
@@ -59,6 +54,7 @@ impl ShardConsumer {
     pub(crate) async fn run(self, mut processor: Box<dyn RecordProcessor>) -> ShardOutcome {
         let processor = &mut *processor;
         let checkpointer = Checkpointer::new(self.held.clone(), self.store.clone())
+            .in_stream(self.stream.stream.as_str())
             .stopping_with(self.shutdown.clone());
         let mut state = ShardState::WaitingOnParents;
         let mut fetcher: Option<Prefetcher> = None;
@@ -113,7 +109,7 @@ impl ShardConsumer {
         reading: &Reading,
         fetcher: &mut Option<Prefetcher>,
     ) -> Event {
-        let shard_id = &self.held.key;
+        let shard_id = &self.held.shard_id;
         let lease = self.held.lease.lock().await.clone();
         if lease.is_finished() {
             return Event::AlreadyFinished;
@@ -122,7 +118,7 @@ impl ShardConsumer {
         let start = match &lease.checkpoint {
             CheckpointPosition::TrimHorizon => IteratorStart::TrimHorizon,
             CheckpointPosition::Latest => IteratorStart::Latest,
-            CheckpointPosition::AtTimestamp => match self.config.initial_position {
+            CheckpointPosition::AtTimestamp => match self.stream.initial {
                 InitialPosition::AtTimestamp(at) => IteratorStart::AtTimestamp(at),
                 _ => IteratorStart::TrimHorizon,
             },
@@ -143,12 +139,12 @@ impl ShardConsumer {
         if !reading.initialized {
             tracing::info!(shard = %shard_id, start = %lease.checkpoint, "starting to process shard");
         }
-        if let Some(consumer) = &self.fan_out {
+        if let Some(consumer) = &self.stream.fan_out {
             let source = crate::fan_out::Source {
                 kinesis: self.kinesis.clone(),
-                stream: self.stream.clone(),
+                stream: self.stream.stream.clone(),
                 consumer_arn: consumer.clone(),
-                closed: self.closed.clone(),
+                closed: self.stream.closed.clone(),
             };
             *fetcher = Some(Prefetcher::start_fan_out(
                 source,
@@ -165,13 +161,13 @@ impl ShardConsumer {
             biased;
             () = self.held.lost.cancelled() => return Event::LeaseLost,
             () = self.shutdown.cancelled() => return Event::ShutdownRequested,
-            it = shard_iterator(&*self.kinesis, &self.stream, shard_id, &start, &self.jitter) => it,
+            it = shard_iterator(&*self.kinesis, &self.stream.stream, shard_id, &start, &self.jitter) => it,
         };
         match iterator {
             Ok(it) => {
                 *fetcher = Some(Prefetcher::start(
                     self.kinesis.clone(),
-                    self.stream.clone(),
+                    self.stream.stream.clone(),
                     shard_id.clone(),
                     it,
                     self.limits(),
@@ -201,7 +197,8 @@ impl ShardConsumer {
     ) -> Event {
         if !reading.initialized {
             let input = InitializeInput {
-                shard_id: self.held.key.clone(),
+                stream: self.stream.stream.as_str().to_owned(),
+                shard_id: self.held.shard_id.clone(),
                 checkpoint: lease.checkpoint.clone(),
             };
             if let Err(error) = processor.initialize(input).await {
@@ -297,7 +294,12 @@ impl ShardConsumer {
 
     /// A child starts only when every parent is at SHARD_END or has no lease any more.
     async fn wait_for_parents(&self) -> Result<(), Interrupt> {
-        let parents = self.held.lease.lock().await.parent_shard_ids.clone();
+        let parents: Vec<String> = {
+            let lease = self.held.lease.lock().await;
+            (lease.parent_shard_ids.iter())
+                .map(|p| lease.key_of_shard(p))
+                .collect()
+        };
         loop {
             self.check()?;
             let mut blocking = Vec::new();
@@ -357,8 +359,8 @@ impl ShardConsumer {
             })
             .await;
         crate::kcl_metrics::processed(
-            self.stream.as_str(),
-            &self.held.key,
+            self.stream.stream.as_str(),
+            &self.held.shard_id,
             count,
             bytes,
             batch.millis_behind_latest,
@@ -388,7 +390,7 @@ impl ShardConsumer {
         }
         checkpointer.reached_shard_end();
         let child_ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-        if let Err(e) = create_child_leases(&*self.store, children, &self.stream_identifier).await {
+        if let Err(e) = create_child_leases(&*self.store, children, &self.stream).await {
             tracing::warn!(shard = %shard_id, error = %e, "creating child leases failed; retrying");
             return self.pause_then(Event::EndNotCheckpointed).await;
         }

@@ -33,6 +33,12 @@ pub enum BuildError {
     /// The stream name is empty.
     #[error("worker builder: the stream name (or ARN) is empty")]
     EmptyStream,
+    /// Both `.stream(...)` and `.streams(...)` were given, or a stream is listed twice.
+    #[error("worker builder: {problem}")]
+    Streams {
+        /// What is wrong.
+        problem: String,
+    },
     /// A setting of the [`WorkerConfig`] is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -51,6 +57,7 @@ pub struct WorkerBuilder {
     lease_store: Option<Arc<dyn LeaseStore>>,
     application_name: Option<String>,
     stream: Option<String>,
+    streams: Option<Vec<crate::StreamSpec>>,
     factory: Option<Arc<dyn RecordProcessorFactory>>,
     config: Option<WorkerConfig>,
 }
@@ -60,6 +67,7 @@ impl std::fmt::Debug for WorkerBuilder {
         f.debug_struct("WorkerBuilder")
             .field("application_name", &self.application_name)
             .field("stream", &self.stream)
+            .field("streams", &self.streams)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -108,9 +116,23 @@ impl WorkerBuilder {
         self
     }
 
-    /// The stream to read: its name, or its ARN (`arn:...`). Required.
+    /// The stream to read: its name, or its ARN (`arn:...`). Required, unless
+    /// [`streams`](Self::streams) is given instead.
     pub fn stream(mut self, stream: impl Into<String>) -> Self {
         self.stream = Some(stream.into());
+        self
+    }
+
+    /// Makes a multi-stream worker reading these streams (names, ARNs or
+    /// [`StreamSpec`](crate::StreamSpec)s with their own initial position), with the Java
+    /// KCL's multi-stream lease keys (`account:stream:creationEpoch:shardId`); the list may
+    /// change while the worker runs ([`Worker::streams_handle`]), and may start empty. Instead
+    /// of [`stream`](Self::stream): a lease table is either single-stream or multi-stream.
+    pub fn streams<S: Into<crate::StreamSpec>>(
+        mut self,
+        streams: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.streams = Some(streams.into_iter().map(Into::into).collect());
         self
     }
 
@@ -166,12 +188,30 @@ impl WorkerBuilder {
     pub fn build(self) -> Result<Worker, BuildError> {
         let config = self.config.unwrap_or_default();
         config.validate()?;
-        let stream = self.stream.ok_or(BuildError::Missing {
-            part: "stream",
-            hint: "name the stream (or give its ARN) with .stream(...)",
-        })?;
-        if stream.trim().is_empty() {
-            return Err(BuildError::EmptyStream);
+        let (streams, multi) = match (self.stream, self.streams) {
+            (Some(_), Some(_)) => {
+                return Err(BuildError::Streams {
+                    problem: "both .stream(...) and .streams(...) are given: a worker (and its lease table) reads one stream, or several with multi-stream lease keys".into(),
+                });
+            }
+            (Some(stream), None) => (vec![crate::StreamSpec::new(stream)], false),
+            (None, Some(streams)) => (streams, true),
+            (None, None) => {
+                return Err(BuildError::Missing {
+                    part: "stream",
+                    hint: "name the stream (or give its ARN) with .stream(...), or several with .streams(...)",
+                });
+            }
+        };
+        for (i, spec) in streams.iter().enumerate() {
+            if spec.name.trim().is_empty() {
+                return Err(BuildError::EmptyStream);
+            }
+            if streams[..i].iter().any(|s| s.name == spec.name) {
+                return Err(BuildError::Streams {
+                    problem: format!("stream {} is listed twice", spec.name),
+                });
+            }
         }
         let factory = self.factory.ok_or(BuildError::Missing {
             part: "processor_factory",
@@ -216,7 +256,9 @@ impl WorkerBuilder {
                 )
             }
         };
-        Ok(Worker::assemble(kinesis, store, &stream, factory, config))
+        Ok(Worker::assemble(
+            kinesis, store, streams, multi, factory, config,
+        ))
     }
 }
 
@@ -306,6 +348,35 @@ mod tests {
         }
         let err = base().application_name("app").stream(" ").build();
         assert!(matches!(err, Err(BuildError::EmptyStream)), "{err:?}");
+        let err = base().application_name("app").streams(["a"]).build();
+        assert!(matches!(err, Err(BuildError::Streams { .. })), "{err:?}");
+        let multi = || {
+            Worker::builder()
+                .sdk_config(&sdk())
+                .application_name("app")
+                .processor_factory(factory)
+        };
+        let err = multi().streams(["a", "b", "a"]).build();
+        assert!(matches!(err, Err(BuildError::Streams { .. })), "{err:?}");
+        let err = multi().streams(["a", ""]).build();
+        assert!(matches!(err, Err(BuildError::EmptyStream)), "{err:?}");
+        let worker = multi().streams(["a", "b"]).build().unwrap();
+        let names: Vec<String> = worker
+            .streams_handle()
+            .unwrap()
+            .list()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(
+            base()
+                .application_name("app")
+                .build()
+                .unwrap()
+                .streams_handle()
+                .is_none()
+        );
         let config = WorkerConfig::default().renew_interval(std::time::Duration::from_secs(60));
         let err = base().application_name("app").config(config).build();
         let Err(BuildError::Config(e)) = err else {

@@ -17,25 +17,19 @@ use crate::config::WorkerConfig;
 use crate::leases::LeaseStore;
 use crate::lifecycle::{ShardConsumer, ShardOutcome};
 use crate::processor::RecordProcessorFactory;
-use kinesis_api::StreamRef;
+use crate::streams::StreamContext;
 
 /// What every consumer of a worker shares.
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) kinesis: Arc<dyn kinesis_api::Kinesis>,
-    pub(crate) stream: StreamRef,
-    pub(crate) stream_identifier: Arc<str>,
     pub(crate) config: Arc<WorkerConfig>,
     pub(crate) factory: Arc<dyn RecordProcessorFactory>,
     pub(crate) jitter: Arc<crate::jitter::Jitter>,
-    /// Cancelled when the worker shuts down gracefully.
+    /// Cancelled when the worker shuts down gracefully (each stream's token is its child).
     pub(crate) stop: CancellationToken,
     /// Where the shard consumers report their phase and progress.
     pub(crate) status: Arc<super::status::Board>,
-    /// The enhanced fan-out consumer's ARN; `None`: polling.
-    pub(crate) fan_out: Option<Arc<str>>,
-    /// The shards the last shard sync found closed.
-    pub(crate) closed: Arc<crate::fan_out::ClosedShards>,
 }
 
 /// How a consumer task ended.
@@ -51,7 +45,7 @@ pub(crate) enum Ended {
 pub(crate) struct Consumers {
     ctx: Context,
     tasks: JoinSet<ShardOutcome>,
-    by_task: HashMap<Id, Arc<HeldLease>>,
+    by_task: HashMap<Id, (Arc<HeldLease>, Arc<StreamContext>)>,
     /// Consecutive failures per shard.
     failures: HashMap<String, Backoff>,
     rng: StdRng,
@@ -72,14 +66,19 @@ impl Consumers {
         self.tasks.is_empty()
     }
 
-    /// Starts processing a newly held lease.
-    pub(crate) fn start(&mut self, held: Arc<HeldLease>) {
-        self.spawn(held, Duration::ZERO);
+    /// Starts processing a newly held lease of `stream`.
+    pub(crate) fn start(&mut self, held: Arc<HeldLease>, stream: Arc<StreamContext>) {
+        self.spawn(held, stream, Duration::ZERO);
     }
 
     /// Restarts a failed shard after its back-off; `progressed`: it processed a batch first (the
     /// back-off starts over).
-    pub(crate) fn restart(&mut self, held: Arc<HeldLease>, progressed: bool) -> Duration {
+    pub(crate) fn restart(
+        &mut self,
+        held: Arc<HeldLease>,
+        stream: Arc<StreamContext>,
+        progressed: bool,
+    ) -> Duration {
         let config = self.ctx.config.failure_backoff_config();
         let backoff = self
             .failures
@@ -89,7 +88,7 @@ impl Consumers {
             backoff.reset();
         }
         let delay = backoff.next_delay(&mut self.rng);
-        self.spawn(held, delay);
+        self.spawn(held, stream, delay);
         delay
     }
 
@@ -98,19 +97,16 @@ impl Consumers {
         self.failures.remove(key);
     }
 
-    fn spawn(&mut self, held: Arc<HeldLease>, delay: Duration) {
+    fn spawn(&mut self, held: Arc<HeldLease>, stream: Arc<StreamContext>, delay: Duration) {
         let consumer = ShardConsumer {
             held: held.clone(),
             store: self.ctx.store.clone(),
             kinesis: self.ctx.kinesis.clone(),
-            stream: self.ctx.stream.clone(),
-            stream_identifier: self.ctx.stream_identifier.clone(),
+            stream: stream.clone(),
             jitter: self.ctx.jitter.clone(),
             config: self.ctx.config.clone(),
-            shutdown: self.ctx.stop.child_token(),
+            shutdown: stream.stop.child_token(),
             status: self.ctx.status.clone(),
-            fan_out: self.ctx.fan_out.clone(),
-            closed: self.ctx.closed.clone(),
         };
         if !delay.is_zero() {
             self.ctx
@@ -132,7 +128,8 @@ impl Consumers {
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                let processor = factory.create(&consumer.held.key);
+                let processor =
+                    factory.create_for(consumer.stream.stream.as_str(), &consumer.held.shard_id);
                 let run = consumer.run(processor);
                 tokio::pin!(run);
                 tokio::select! {
@@ -146,25 +143,25 @@ impl Consumers {
             },
             span,
         ));
-        self.by_task.insert(handle.id(), held);
+        self.by_task.insert(handle.id(), (held, stream));
     }
 
-    /// The next consumer to end, with its lease.
-    pub(crate) async fn next(&mut self) -> Option<(Arc<HeldLease>, Ended)> {
+    /// The next consumer to end, with its lease and stream.
+    pub(crate) async fn next(&mut self) -> Option<(Arc<HeldLease>, Arc<StreamContext>, Ended)> {
         let joined = self.tasks.join_next_with_id().await?;
         let (id, ended) = match joined {
             Ok((id, outcome)) => (id, Ended::Outcome(outcome)),
             Err(e) => (e.id(), ended_by(e)),
         };
-        let held = self
+        let (held, stream) = self
             .by_task
             .remove(&id)
             .expect("every consumer task is registered when spawned");
         // A shard taken again has a newer consumer already: its status stays.
-        if !self.by_task.values().any(|h| h.key == held.key) {
+        if !self.by_task.values().any(|(h, _)| h.key == held.key) {
             self.ctx.status.remove(&held.key);
         }
-        Some((held, ended))
+        Some((held, stream, ended))
     }
 
     /// Asks every consumer to stop gracefully (`shutdown_requested`).

@@ -11,6 +11,7 @@ use crate::checkpoint::HeldLease;
 use crate::coordinator::LeaseCoordinator;
 use crate::lifecycle::ShardOutcome;
 use crate::shard_sync;
+use crate::streams::StreamContext;
 
 impl Worker {
     /// What a consumer's fatal Kinesis error means: the stream is gone (stop), the shard is gone
@@ -18,20 +19,23 @@ impl Worker {
     pub(super) async fn on_kinesis_fatal(
         &self,
         held: Arc<HeldLease>,
+        stream: Arc<StreamContext>,
         error: AwsError,
         coordinator: &LeaseCoordinator,
         consumers: &mut Consumers,
     ) -> Option<Stop> {
         if error.is_not_found() {
-            if let Some(gone) = self.stream_is_gone().await {
-                return Some(Stop::Gracefully(self.kinesis_error(gone)));
+            if let Some(gone) = self.stream_is_gone(&stream.stream).await {
+                let stop = self.stream_failed(&stream, gone);
+                coordinator.release(&held).await;
+                return stop;
             }
             let listed =
-                shard_sync::list_all_shards(&*self.kinesis, &self.stream, &self.jitter).await;
+                shard_sync::list_all_shards(&*self.kinesis, &stream.stream, &self.jitter).await;
             if let Ok(shards) = listed
-                && !shards.iter().any(|s| s.id == held.key)
+                && !shards.iter().any(|s| s.id == held.shard_id)
             {
-                tracing::warn!(lease = %held.key, stream = %self.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
+                tracing::warn!(lease = %held.key, stream = %stream.stream.as_str(), error = %error, "the lease's shard does not exist in the stream (expired past retention, or the lease came from elsewhere): lease deleted");
                 coordinator.drop_lease(&held);
                 consumers.forget(&held.key);
                 if let Err(e) = self.store.delete(&held.key).await {
@@ -49,9 +53,11 @@ impl Worker {
                     | "KMSNotFoundException"
             )
         ) {
-            return Some(Stop::Gracefully(self.kinesis_error(error)));
+            let stop = self.stream_failed(&stream, error);
+            coordinator.release(&held).await;
+            return stop;
         }
-        let delay = consumers.restart(held.clone(), false);
+        let delay = consumers.restart(held.clone(), stream, false);
         tracing::error!(shard = %held.key, error = %error, retry_in = ?delay, "Kinesis refused reading the shard; restarting it from its checkpoint after a back-off");
         None
     }
@@ -60,6 +66,7 @@ impl Worker {
     pub(super) async fn on_consumer_end(
         &self,
         held: Arc<HeldLease>,
+        stream: Arc<StreamContext>,
         ended: Ended,
         coordinator: &LeaseCoordinator,
         consumers: &mut Consumers,
@@ -87,7 +94,7 @@ impl Worker {
                 consumers.forget(&held.key);
                 None
             } else {
-                Some(consumers.restart(held, progressed))
+                Some(consumers.restart(held, stream.clone(), progressed))
             }
         };
         match ended {
@@ -95,6 +102,14 @@ impl Worker {
             Ended::Outcome(ShardOutcome::Finished) => {
                 consumers.forget(&held.key);
                 coordinator.release(&held).await;
+            }
+            // The stream is no longer read (removed from the list, or refused by Kinesis): its
+            // processor had its `shutdown_requested`; the lease is released for whoever reads
+            // the stream.
+            Ended::Outcome(ShardOutcome::ShutDown) if stream.stop.is_cancelled() => {
+                consumers.forget(&held.key);
+                coordinator.release(&held).await;
+                tracing::info!(shard = %held.key, stream = %stream.stream.as_str(), "stopped: the stream is no longer read; lease released");
             }
             Ended::Outcome(ShardOutcome::LeaseLost | ShardOutcome::ShutDown) | Ended::Aborted => {
                 consumers.forget(&held.key);
@@ -116,7 +131,7 @@ impl Worker {
             }
             Ended::Outcome(ShardOutcome::KinesisFatal(error)) => {
                 return self
-                    .on_kinesis_fatal(held, error, coordinator, consumers)
+                    .on_kinesis_fatal(held, stream, error, coordinator, consumers)
                     .await;
             }
         }

@@ -58,6 +58,20 @@ pub enum WorkerError {
         /// The identifier found on a lease.
         found: String,
     },
+    /// The lease table is a multi-stream application's and this worker reads one stream, or
+    /// the other way round: their lease keys differ (`shardId` against
+    /// `account:stream:creationEpoch:shardId`), so neither can use the other's leases.
+    #[error(
+        "lease table holds {found} leases (lease {key}) but this worker is a {expected} worker: build a multi-stream worker with .streams(...) for a multi-stream table, and a single-stream one with .stream(...) for a single-stream table, or use another application name"
+    )]
+    LeaseTableOfOtherKind {
+        /// "multi-stream" or "single-stream": what this worker is.
+        expected: &'static str,
+        /// What the lease found is.
+        found: &'static str,
+        /// A lease key of the other kind.
+        key: String,
+    },
     /// The lease table could not be created or read at start (permissions, limits, ...).
     #[error("lease table: {0}")]
     Leases(#[source] LeaseError),

@@ -14,13 +14,14 @@ mod ended;
 mod error;
 mod startup;
 mod status;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use kinesis_api::{Kinesis, SdkKinesis};
-use kinesis_retry::{AwsError, Class};
+use kinesis_retry::AwsError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
@@ -29,7 +30,8 @@ use crate::jitter::Jitter;
 use crate::leases::{DynamoDbLeaseStore, LeaseError, LeaseStore};
 use crate::lifecycle::ShardOutcome;
 use crate::processor::RecordProcessorFactory;
-use crate::shard_sync::{self, SyncError};
+use crate::shard_sync;
+use crate::streams::{Active, Desired, StreamSpec, StreamsHandle};
 pub use builder::{BuildError, WorkerBuilder};
 use consumers::{Consumers, Context, Ended};
 pub use error::WorkerError;
@@ -64,23 +66,29 @@ impl ShutdownHandle {
     }
 }
 
-/// A KCL-style worker for one stream and one application (lease table).
+/// A KCL-style worker for one application (lease table) and one stream, or several
+/// ([`WorkerBuilder::streams`]).
 pub struct Worker {
     config: Arc<WorkerConfig>,
     kinesis: Arc<dyn Kinesis>,
     store: Arc<dyn LeaseStore>,
-    stream: StreamRef,
+    /// The streams the application lists (one for a single-stream worker).
+    desired: Arc<Desired>,
+    /// The streams being read now.
+    active: Arc<Active>,
     factory: Arc<dyn RecordProcessorFactory>,
     handle: ShutdownHandle,
     jitter: Arc<Jitter>,
     status: Arc<status::Board>,
-    closed: Arc<crate::fan_out::ClosedShards>,
+    /// Cancelled at a graceful shutdown: every stream's token is its child.
+    consumers_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("stream", &self.stream)
+            .field("streams", &self.desired.specs())
+            .field("multi_stream", &self.active.multi)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -167,30 +175,41 @@ impl Worker {
         factory: impl RecordProcessorFactory,
         config: WorkerConfig,
     ) -> Worker {
-        Self::assemble(kinesis, store, stream, Arc::new(factory), config)
+        let streams = vec![StreamSpec::new(stream)];
+        Self::assemble(kinesis, store, streams, false, Arc::new(factory), config)
     }
 
     fn assemble(
         kinesis: Arc<dyn Kinesis>,
         store: Arc<dyn LeaseStore>,
-        stream: &str,
+        streams: Vec<StreamSpec>,
+        multi: bool,
         factory: Arc<dyn RecordProcessorFactory>,
         config: WorkerConfig,
     ) -> Worker {
         Worker {
             status: status::Board::new(&config.worker_id),
-            closed: Arc::default(),
             jitter: Arc::new(Jitter::new(config.jitter_seed)),
             config: Arc::new(config),
             kinesis,
             store,
-            stream: StreamRef::new(stream),
+            desired: Desired::new(streams),
+            active: Active::new(multi),
             factory,
             handle: ShutdownHandle {
                 graceful: CancellationToken::new(),
                 immediate: CancellationToken::new(),
             },
+            consumers_stop: CancellationToken::new(),
         }
+    }
+
+    /// A handle that changes a multi-stream worker's list of streams while it runs; `None` for
+    /// a single-stream worker (built with [`WorkerBuilder::stream`]).
+    pub fn streams_handle(&self) -> Option<StreamsHandle> {
+        self.active
+            .multi
+            .then(|| StreamsHandle(self.desired.clone()))
     }
 
     /// A handle that stops this worker.
@@ -208,7 +227,8 @@ impl Worker {
     pub async fn run(self) -> Result<(), WorkerError> {
         self.config.validate()?;
         crate::kcl_metrics::describe();
-        let span = tracing::info_span!("worker", worker = %self.config.worker_id, stream = %self.stream.as_str());
+        let streams: Vec<String> = self.desired.specs().into_iter().map(|s| s.name).collect();
+        let span = tracing::info_span!("worker", worker = %self.config.worker_id, stream = %streams.join(","));
         tracing::Instrument::instrument(self.run_inner(), span).await
     }
 
@@ -232,8 +252,8 @@ impl Worker {
     }
 
     /// Whether the stream is gone (asked again, so one odd answer does not stop the worker).
-    async fn stream_is_gone(&self) -> Option<AwsError> {
-        match shard_sync::describe_stream(&*self.kinesis, &self.stream, &self.jitter).await {
+    async fn stream_is_gone(&self, stream: &StreamRef) -> Option<AwsError> {
+        match shard_sync::describe_stream(&*self.kinesis, stream, &self.jitter).await {
             Err(e) if e.is_not_found() => Some(e),
             _ => None,
         }
@@ -243,27 +263,20 @@ impl Worker {
     async fn process(self, started: Started) -> Result<(), WorkerError> {
         let config = self.config.clone();
         let Started {
-            identifier,
             coordinator,
             resumed,
-            fan_out,
         } = started;
         let mut consumers = Consumers::new(Context {
             store: self.store.clone(),
             kinesis: self.kinesis.clone(),
-            stream: self.stream.clone(),
-            stream_identifier: identifier.clone(),
             config: config.clone(),
             factory: self.factory.clone(),
             jitter: self.jitter.clone(),
-            stop: CancellationToken::new(),
+            stop: self.consumers_stop.clone(),
             status: self.status.clone(),
-            fan_out,
-            closed: self.closed.clone(),
         });
-        for held in resumed {
-            consumers.start(held);
-        }
+        self.start_consumers(resumed, &coordinator, &mut consumers)
+            .await;
         // Renewals run on their own task at a fixed rate, never behind anything below.
         let mut renewer = Renewer::start(coordinator.clone(), config.renew_interval);
         let mut take = tokio::time::interval(config.take_interval);
@@ -275,6 +288,7 @@ impl Worker {
         }
         sync.reset();
         cleanup.reset();
+        let mut former = crate::streams::FormerLeases::default();
 
         let stop: Option<Stop> = loop {
             let stop = tokio::select! {
@@ -288,7 +302,7 @@ impl Worker {
                 e = renewer.failed() => Some(table_gone(e)),
                 _ = take.tick() => match coordinator.take_round().await {
                     Ok(taken) => {
-                        taken.into_iter().for_each(|held| consumers.start(held));
+                        self.start_consumers(taken, &coordinator, &mut consumers).await;
                         None
                     }
                     Err(e @ LeaseError::TableNotFound { .. }) => Some(table_gone(e)),
@@ -297,40 +311,26 @@ impl Worker {
                         None
                     }
                 },
-                _ = sync.tick() => {
-                    let synced = shard_sync::sync(&*self.kinesis, &self.stream, &identifier, &self.store, config.initial_position, &self.jitter, &self.closed).await;
-                    match synced {
-                        Ok(_) => None,
-                        Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {
-                            match (e.is_not_found(), self.stream_is_gone().await) {
-                                (true, None) => {
-                                    tracing::warn!(error = %e, "periodic shard sync failed; trying again next round");
-                                    None
-                                }
-                                (_, Some(gone)) => Some(Stop::Gracefully(self.kinesis_error(gone))),
-                                (false, None) => Some(Stop::Gracefully(self.kinesis_error(e))),
-                            }
-                        }
-                        Err(SyncError::Leases(e @ LeaseError::TableNotFound { .. })) => Some(table_gone(e)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "periodic shard sync failed; trying again next round");
-                            None
-                        }
-                    }
+                // A multi-stream worker's list changed: streams added are read at once, streams
+                // removed stop.
+                () = self.desired.changed.notified(), if self.active.multi => {
+                    self.reconcile_streams().await
                 }
+                _ = sync.tick() => self.sync_streams().await,
                 _ = handoffs.tick(), if coordinator.awaiting_count() > 0 => match coordinator.poll_handoffs().await {
                     Ok(taken) => {
-                        taken.into_iter().for_each(|held| consumers.start(held));
+                        self.start_consumers(taken, &coordinator, &mut consumers).await;
                         None
                     }
                     Err(e) => Some(table_gone(e)),
                 },
                 _ = cleanup.tick() => {
                     crate::cleanup::run(&*self.store).await;
+                    self.delete_former_stream_leases(&mut former).await;
                     None
                 }
-                Some((held, ended)) = consumers.next(), if !consumers.is_empty() => {
-                    self.on_consumer_end(held, ended, &coordinator, &mut consumers).await
+                Some((held, stream, ended)) = consumers.next(), if !consumers.is_empty() => {
+                    self.on_consumer_end(held, stream, ended, &coordinator, &mut consumers).await
                 }
             };
             if stop.is_some() {
@@ -359,12 +359,12 @@ impl Worker {
                     return result;
                 }
                 next = consumers.next() => match next {
-                    Some((held, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held),
-                    Some((held, Ended::Panicked(message))) => {
+                    Some((held, _, Ended::Outcome(ShardOutcome::LeaseLost))) => coordinator.drop_lease(&held),
+                    Some((held, _, Ended::Panicked(message))) => {
                         tracing::error!(shard = %held.key, panic = %message, "record processor panicked during shutdown");
                         coordinator.release(&held).await;
                     }
-                    Some((held, _)) => coordinator.release(&held).await,
+                    Some((held, _, _)) => coordinator.release(&held).await,
                     None => break,
                 },
             }
