@@ -227,8 +227,14 @@ impl Worker {
     pub async fn run(self) -> Result<(), WorkerError> {
         self.config.validate()?;
         crate::kcl_metrics::describe();
-        let streams: Vec<String> = self.desired.specs().into_iter().map(|s| s.name).collect();
-        let span = tracing::info_span!("worker", worker = %self.config.worker_id, stream = %streams.join(","));
+        // A multi-stream worker's list changes: its log lines name their stream themselves.
+        let span = match self.active.multi {
+            true => tracing::info_span!("worker", worker = %self.config.worker_id),
+            false => {
+                let stream = self.desired.specs().remove(0).name;
+                tracing::info_span!("worker", worker = %self.config.worker_id, stream = %stream)
+            }
+        };
         tracing::Instrument::instrument(self.run_inner(), span).await
     }
 
@@ -249,6 +255,17 @@ impl Worker {
         };
         self.status.worker_phase(WorkerPhase::Running);
         self.process(started).await
+    }
+
+    /// `work`'s result, or `None` when the worker is shut down first (a stream's start or sync
+    /// waiting on a slow Kinesis does not hold a shutdown up).
+    async fn or_shutdown<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            () = self.handle.graceful.cancelled() => None,
+            () = self.handle.immediate.cancelled() => None,
+            done = work => Some(done),
+        }
     }
 
     /// Whether the stream is gone (asked again, so one odd answer does not stop the worker).
@@ -314,9 +331,15 @@ impl Worker {
                 // A multi-stream worker's list changed: streams added are read at once, streams
                 // removed stop.
                 () = self.desired.changed.notified(), if self.active.multi => {
-                    self.reconcile_streams().await
+                    match self.or_shutdown(self.reconcile_streams()).await {
+                        Some(stop) => stop,
+                        None => break None,
+                    }
                 }
-                _ = sync.tick() => self.sync_streams().await,
+                _ = sync.tick() => match self.or_shutdown(self.sync_streams()).await {
+                    Some(stop) => stop,
+                    None => break None,
+                },
                 _ = handoffs.tick(), if coordinator.awaiting_count() > 0 => match coordinator.poll_handoffs().await {
                     Ok(taken) => {
                         self.start_consumers(taken, &coordinator, &mut consumers).await;

@@ -41,7 +41,8 @@ pub enum ShardPhase {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardStatus {
-    /// The shard (the lease key).
+    /// The shard's lease key: its shard id, or for a multi-stream worker
+    /// `account:stream:creationEpoch:shardId`.
     pub shard_id: String,
     /// Where its consumer is.
     pub phase: ShardPhase,
