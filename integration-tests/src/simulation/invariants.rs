@@ -247,17 +247,94 @@ pub fn hot_imbalance(leases: &[Lease], live: &HashSet<String>, floor_kbps: f64) 
     })
 }
 
-/// Takes after `since`: lease moves while nothing changed.
+/// Takes after `since`: lease moves while nothing changed. A hand-off asked for by `since` and
+/// completed after it (its release and the new owner's take) is the end of a move already
+/// counted, not a new one: balance is judged by `leaseOwner`, which names the new owner from the
+/// request on.
 pub fn moves_since(entries: &[(Duration, Entry)], since: Duration) -> Vec<String> {
-    entries
-        .iter()
-        .filter(|(at, _)| *at > since)
-        .filter_map(|(at, e)| match e {
-            Entry::Took { worker, shard } => Some(format!("{worker} took {shard} at {at:?}")),
-            Entry::HandedOff { worker, shard } => {
-                Some(format!("{worker} handed {shard} off at {at:?}"))
+    let mut in_flight: HashSet<&str> = HashSet::new();
+    let mut out = Vec::new();
+    for (at, e) in entries {
+        match e {
+            Entry::AskedFor { shard, .. } if *at <= since => {
+                in_flight.insert(shard);
             }
-            _ => None,
-        })
-        .collect()
+            Entry::Took { shard, .. } if *at <= since => {
+                in_flight.remove(shard.as_str());
+            }
+            Entry::HandedOff { shard, .. } if in_flight.contains(shard.as_str()) => {}
+            Entry::Took { shard, .. } if in_flight.remove(shard.as_str()) => {}
+            Entry::Took { worker, shard } if *at > since => {
+                out.push(format!("{worker} took {shard} at {at:?}"));
+            }
+            Entry::HandedOff { worker, shard } if *at > since => {
+                out.push(format!("{worker} handed {shard} off at {at:?}"));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64, e: Entry) -> (Duration, Entry) {
+        (Duration::from_millis(ms), e)
+    }
+
+    #[test]
+    fn completing_a_hand_off_asked_for_before_is_not_a_new_move() {
+        let (w, s) = (|w: &str| w.to_owned(), |s: &str| s.to_owned());
+        let entries = [
+            at(
+                100,
+                Entry::AskedFor {
+                    worker: w("b"),
+                    shard: s("x"),
+                },
+            ),
+            at(
+                300,
+                Entry::HandedOff {
+                    worker: w("a"),
+                    shard: s("x"),
+                },
+            ),
+            at(
+                400,
+                Entry::Took {
+                    worker: w("b"),
+                    shard: s("x"),
+                },
+            ),
+            at(
+                500,
+                Entry::AskedFor {
+                    worker: w("a"),
+                    shard: s("y"),
+                },
+            ),
+            at(
+                600,
+                Entry::HandedOff {
+                    worker: w("b"),
+                    shard: s("y"),
+                },
+            ),
+            at(
+                700,
+                Entry::Took {
+                    worker: w("a"),
+                    shard: s("y"),
+                },
+            ),
+        ];
+        assert_eq!(
+            moves_since(&entries, Duration::from_millis(200)),
+            ["b handed y off at 600ms", "a took y at 700ms"]
+        );
+        assert_eq!(moves_since(&entries, Duration::from_millis(50)).len(), 4);
+    }
 }

@@ -34,6 +34,9 @@ pub enum Entry {
     RenewRefused { worker: String, shard: String },
     /// The store made `worker` the owner.
     Took { worker: String, shard: String },
+    /// `worker` asked for a lease (a graceful hand-off began): it becomes the owner, and takes
+    /// the lease once the old owner has released it.
+    AskedFor { worker: String, shard: String },
     /// `worker` released a lease it was handing off (graceful hand-off): the new owner starts
     /// it at its next poll.
     HandedOff { worker: String, shard: String },

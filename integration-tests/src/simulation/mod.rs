@@ -12,7 +12,7 @@ pub mod journal;
 pub mod probe;
 pub mod scenario;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use kcl::leases::{LeaseStore, MemoryLeaseStore};
 use kcl::{
     Checkpointer, InitializeInput, ProcessRecordsInput, ProcessorResult, RecordProcessor,
-    ShutdownHandle, Worker, WorkerConfig, WorkerError,
+    RecordProcessorFactory, ShutdownHandle, StreamsHandle, Worker, WorkerConfig, WorkerError,
 };
 use kinesis_api::memory::MemoryKinesis;
 use tokio::task::JoinHandle;
@@ -49,7 +49,10 @@ struct Recorder {
     gate: Gate,
     worker: String,
     session: String,
+    /// The shard id (deliveries name it, as the stored records do).
     shard: String,
+    /// The lease key (the journal names it, as the lease store's probe does).
+    lease: String,
 }
 
 #[async_trait]
@@ -58,7 +61,7 @@ impl RecordProcessor for Recorder {
         self.journal.push(Entry::Initialized {
             worker: self.worker.clone(),
             session: self.session.clone(),
-            shard: self.shard.clone(),
+            shard: self.lease.clone(),
         });
         Ok(())
     }
@@ -67,7 +70,7 @@ impl RecordProcessor for Recorder {
         self.journal.push(Entry::BatchStart {
             worker: self.worker.clone(),
             session: self.session.clone(),
-            shard: self.shard.clone(),
+            shard: self.lease.clone(),
         });
         self.gate.pass().await;
         let Some(log) = &self.log else {
@@ -129,8 +132,48 @@ impl Recorder {
         self.journal.push(Entry::Ended {
             worker: self.worker.clone(),
             session: self.session.clone(),
-            shard: self.shard.clone(),
+            shard: self.lease.clone(),
         });
+    }
+}
+
+/// Makes the recording processors of one worker.
+struct Recorders {
+    log: Option<Log>,
+    journal: Journal,
+    gate: Gate,
+    worker: String,
+    sessions: Arc<AtomicU64>,
+    /// Stream name → identifier, for the lease keys of a multi-stream fleet.
+    identifiers: Arc<HashMap<String, String>>,
+}
+
+impl RecordProcessorFactory for Recorders {
+    fn create(&self, shard: &str) -> Box<dyn RecordProcessor> {
+        self.recorder(shard, shard.to_owned())
+    }
+
+    fn create_for(&self, stream: &str, shard: &str) -> Box<dyn RecordProcessor> {
+        let lease = match self.identifiers.get(stream) {
+            Some(identifier) => format!("{identifier}:{shard}"),
+            None => shard.to_owned(),
+        };
+        self.recorder(shard, lease)
+    }
+}
+
+impl Recorders {
+    fn recorder(&self, shard: &str, lease: String) -> Box<dyn RecordProcessor> {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed);
+        Box::new(Recorder {
+            log: self.log.clone(),
+            journal: self.journal.clone(),
+            gate: self.gate.clone(),
+            worker: self.worker.clone(),
+            session: format!("{}/{n}", self.worker),
+            shard: shard.to_owned(),
+            lease,
+        })
     }
 }
 
@@ -141,6 +184,8 @@ struct Member {
     handle: ShutdownHandle,
     task: JoinHandle<Result<(), WorkerError>>,
     gate: Gate,
+    /// A multi-stream worker's list.
+    streams: Option<StreamsHandle>,
 }
 
 /// The simulated fleet: shared services, the journal, and a slot per worker.
@@ -161,6 +206,9 @@ pub struct Fleet {
     config: WorkerConfig,
     seed: u64,
     starts: u64,
+    /// Multi-stream workers' list (`None`: single-stream workers on `"s"`).
+    streams: Option<Vec<String>>,
+    identifiers: Arc<HashMap<String, String>>,
 }
 
 impl Fleet {
@@ -185,6 +233,43 @@ impl Fleet {
             config,
             seed,
             starts: 0,
+            streams: None,
+            identifiers: Arc::default(),
+        }
+    }
+
+    /// The same fleet of multi-stream workers, reading `streams` (their identifiers by name).
+    pub fn multi_stream(
+        mut self,
+        streams: Vec<String>,
+        identifiers: HashMap<String, String>,
+    ) -> Fleet {
+        self.streams = Some(streams);
+        self.identifiers = Arc::new(identifiers);
+        self
+    }
+
+    /// Adds a stream to every running multi-stream worker's list, and to later workers'.
+    pub fn add_stream(&mut self, stream: &str) {
+        if let Some(streams) = &mut self.streams {
+            streams.push(stream.to_owned());
+        }
+        for m in self.members.iter().flatten() {
+            if let Some(list) = &m.streams {
+                list.add(stream);
+            }
+        }
+    }
+
+    /// Removes a stream from every running multi-stream worker's list, and from later workers'.
+    pub fn remove_stream(&mut self, stream: &str) {
+        if let Some(streams) = &mut self.streams {
+            streams.retain(|s| s != stream);
+        }
+        for m in self.members.iter().flatten() {
+            if let Some(list) = &m.streams {
+                list.remove(stream);
+            }
         }
     }
 
@@ -216,23 +301,13 @@ impl Fleet {
     /// Starts worker `id` in `slot`.
     pub fn start(&mut self, slot: usize, id: String) {
         let gate = Gate::default();
-        let journal = self.journal.clone();
-        let (log, sessions, worker_id, g) = (
-            self.log.clone(),
-            self.sessions.clone(),
-            id.clone(),
-            gate.clone(),
-        );
-        let factory = move |shard: &str| -> Box<dyn RecordProcessor> {
-            let n = sessions.fetch_add(1, Ordering::Relaxed);
-            Box::new(Recorder {
-                log: log.clone(),
-                journal: journal.clone(),
-                gate: g.clone(),
-                worker: worker_id.clone(),
-                session: format!("{worker_id}/{n}"),
-                shard: shard.to_owned(),
-            })
+        let factory = Recorders {
+            log: self.log.clone(),
+            journal: self.journal.clone(),
+            gate: gate.clone(),
+            worker: id.clone(),
+            sessions: self.sessions.clone(),
+            identifiers: self.identifiers.clone(),
         };
         let config = self
             .config
@@ -251,14 +326,24 @@ impl Fleet {
             inner: self.kinesis.clone(),
             gate: gate.clone(),
         });
-        let worker = Worker::with_kinesis(kinesis, store, "s", factory, config);
-        let handle = worker.shutdown_handle();
+        let builder = Worker::builder()
+            .kinesis(kinesis)
+            .lease_store(store)
+            .processor_factory(factory)
+            .config(config);
+        let builder = match &self.streams {
+            Some(streams) => builder.streams(streams.iter().map(String::as_str)),
+            None => builder.stream("s"),
+        };
+        let worker = builder.build().expect("a valid simulated worker");
+        let (handle, streams) = (worker.shutdown_handle(), worker.streams_handle());
         let task = tokio::spawn(worker.run());
         self.members[slot] = Some(Member {
             id,
             handle,
             task,
             gate,
+            streams,
         });
     }
 

@@ -148,7 +148,14 @@ impl LeaseStore for ProbedStore {
 
     async fn hand_off(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
         self.enter().await;
-        self.inner.hand_off(lease, new_owner).await
+        let asked = self.inner.hand_off(lease, new_owner).await;
+        if asked.is_ok() {
+            self.journal.push(Entry::AskedFor {
+                worker: new_owner.to_owned(),
+                shard: lease.key.clone(),
+            });
+        }
+        asked
     }
 
     async fn checkpoint(

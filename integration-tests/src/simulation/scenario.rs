@@ -1,6 +1,7 @@
 //! One seeded run of a small fleet (2–6 workers, 4–32 shards): a producer writes uniquely
 //! numbered records over 40 partition keys while a seeded schedule of events hits the fleet,
-//! then everything goes quiet and the invariants are checked (see [`run`]).
+//! then everything goes quiet and the invariants are checked (see [`run`]). A quarter of the
+//! seeds run multi-stream workers, with a second stream added, removed and added back.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -290,6 +291,20 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     let shards = rng.random_range(4..=32);
     let kinesis = Arc::new(MemoryKinesis::with_seed(seed));
     kinesis.create_stream("s", shards);
+    // Seeds 4 to 7 modulo 8 run multi-stream workers: on "s", and on "t" (idle, 1 to 3 shards)
+    // added while they run, removed, and added back.
+    let multi = seed % 8 >= 4;
+    let mut identifiers = HashMap::new();
+    if multi {
+        kinesis.create_stream("t", 1 + (seed % 3) as u32);
+        for name in ["s", "t"] {
+            let summary = kinesis
+                .describe_stream_summary(&StreamRef::new(name))
+                .await
+                .map_err(|e| e.to_string())?;
+            identifiers.insert(name.to_owned(), summary.identifier());
+        }
+    }
     let store = Arc::new(MemoryLeaseStore::new());
     store.set_failures(0.02, seed);
     // Stopped however the run ends.
@@ -309,6 +324,9 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         seed,
         true,
     );
+    if multi {
+        fleet = fleet.multi_stream(vec!["s".into()], identifiers.clone());
+    }
     for w in 0..workers {
         fleet.start(w, format!("w{w}"));
     }
@@ -318,6 +336,17 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     for i in 0..RECORDS {
         stored.push(put(&kinesis, i).await);
         tokio::time::sleep(Duration::from_millis(10)).await;
+        match i {
+            400 | 1_100 if multi => {
+                fleet.add_stream("t");
+                events.push("stream t added".into());
+            }
+            900 if multi => {
+                fleet.remove_stream("t");
+                events.push("stream t removed".into());
+            }
+            _ => {}
+        }
         if i % 100 == 99
             && let Some(e) = event(&mut fleet, &mut rng, &store, &kinesis, &mut renamed).await?
         {
@@ -336,13 +365,18 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
         ))
     };
     let live = fleet.live();
-    let open: Vec<String> = kinesis
-        .list_shards(&StreamRef::new("s"), ShardFilter::Open)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    // The open shards' lease keys, of both streams in a multi-stream run.
+    let mut open = Vec::new();
+    for name in if multi { &["s", "t"][..] } else { &["s"][..] } {
+        let shards = kinesis
+            .list_shards(&StreamRef::new(*name), ShardFilter::Open)
+            .await
+            .map_err(|e| e.to_string())?;
+        open.extend(shards.into_iter().map(|s| match identifiers.get(*name) {
+            Some(identifier) => format!("{identifier}:{}", s.id),
+            None => s.id,
+        }));
+    }
     // Liveness: watched from the last fault until well past the bound (a lease starved during
     // the faults may expire a failover time after them); the last moment some open shard was not
     // processed must fall within the bound.
@@ -420,7 +454,8 @@ pub async fn run(seed: u64) -> Result<Summary, String> {
     let backwards = checkpoint_regressions(&store.checkpoint_history());
     let excl = fleet.journal.read(exclusivity);
     let line = format!(
-        "seed {seed}: {workers} workers, {shards} shards, {}, {}, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
+        "seed {seed}: {workers} workers, {shards} shards, {}{}, {}, events {events:?}; settled {settled_after:?}, balanced {balanced_after:?}, longest overlap {:?}, duplicates {}",
+        if multi { "multi-stream, " } else { "" },
         if fan_out {
             "enhanced fan-out"
         } else {
