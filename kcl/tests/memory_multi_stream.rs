@@ -74,6 +74,18 @@ async fn put(kinesis: &MemoryKinesis, stream: &str, range: std::ops::Range<usize
     }
 }
 
+/// An in-memory Kinesis with `streams` (name, shards), an empty lease table and a log.
+fn services(
+    seed: u64,
+    streams: &[(&str, u32)],
+) -> (Arc<MemoryKinesis>, Arc<MemoryLeaseStore>, Log) {
+    let kinesis = Arc::new(MemoryKinesis::with_seed(seed));
+    for (name, shards) in streams {
+        kinesis.create_stream(name, *shards);
+    }
+    (kinesis, Arc::new(MemoryLeaseStore::new()), Log::default())
+}
+
 fn config(id: &str) -> WorkerConfig {
     common::quick_config()
         .worker_id(id)
@@ -137,11 +149,7 @@ fn processing(workers: &[&StatusHandle], stream: &str) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn two_workers_share_two_streams_one_added_while_running_and_one_removed_and_added_back() {
-    let kinesis = Arc::new(MemoryKinesis::with_seed(5));
-    kinesis.create_stream("a", 4);
-    kinesis.create_stream("b", 2);
-    let store = Arc::new(MemoryLeaseStore::new());
-    let log: Log = Arc::default();
+    let (kinesis, store, log) = services(5, &[("a", 4), ("b", 2)]);
     // Stream a is read from its oldest record (its own initial position); b is added later
     // with the worker's (the tip).
     put(&kinesis, "a", 0..200).await;
@@ -264,11 +272,7 @@ fn delivered_from(log: &[(String, String)], stream: &str) -> Vec<usize> {
 
 #[tokio::test(start_paused = true)]
 async fn former_stream_leases_are_deleted_once_untouched_for_the_wait() {
-    let kinesis = Arc::new(MemoryKinesis::with_seed(6));
-    kinesis.create_stream("a", 2);
-    kinesis.create_stream("b", 3);
-    let store = Arc::new(MemoryLeaseStore::new());
-    let log: Log = Arc::default();
+    let (kinesis, store, log) = services(6, &[("a", 2), ("b", 3)]);
     let config = config("w")
         .lease_cleanup_interval(Duration::from_secs(5))
         .former_stream_leases(FormerStreamLeases::DeleteAfter(Duration::from_secs(20)));
@@ -287,11 +291,7 @@ async fn former_stream_leases_are_deleted_once_untouched_for_the_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deleted_stream_stops_itself_only_and_a_missing_one_is_tried_again() {
-    let kinesis = Arc::new(MemoryKinesis::with_seed(7));
-    kinesis.create_stream("a", 2);
-    kinesis.create_stream("b", 2);
-    let store = Arc::new(MemoryLeaseStore::new());
-    let log: Log = Arc::default();
+    let (kinesis, store, log) = services(7, &[("a", 2), ("b", 2)]);
     let all = |s: &str| StreamSpec::new(s).initial_position(InitialPosition::TrimHorizon);
     let w = worker(
         &kinesis,
