@@ -7,6 +7,7 @@
 //! - [`TestStream`] and [`TestTable`] are resources with random names that delete themselves.
 //! - [`read`] reads a whole stream back, shard by shard.
 //! - [`fault_proxy`] injects throttling, 5xx, resets and stalls between the SDK and Kinesis.
+//! - [`java_kcl`] runs the real Java KCL 3.x as a child process (the interop tests).
 //! - [`simulation`] is the exception: a whole fleet in one process on the in-memory Kinesis and
 //!   lease store, under tokio's paused clock.
 
@@ -15,6 +16,7 @@ pub mod consume;
 pub mod delivery_file;
 mod env;
 pub mod fault_proxy;
+pub mod java_kcl;
 pub mod log_capture;
 mod names;
 pub mod read;

@@ -1,0 +1,414 @@
+//! Interop with the real Java KCL 3.1.3 (installed by `scripts/java-kcl.sh`; see
+//! `integration_tests::java_kcl`), on kinesis-mock and DynamoDB Local:
+//!
+//! - (a) the Java KCL reads every record our producer puts (aggregated, random keys, a split
+//!   while producing), bytes equal;
+//! - (b) migration: the Java KCL consumes part of a stream and is stopped (gracefully, or with
+//!   SIGKILL); our worker on the same lease table goes on after Java's checkpoints: nothing
+//!   lost, nothing at or before a checkpoint delivered again, Java's attributes kept;
+//! - (c) the reverse: our worker checkpoints inside an aggregate (sub-sequence > 0) and stops; the
+//!   Java KCL resumes on our table with nothing lost and nothing at or before it again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+use integration_tests::consume::{DeliveryLog, test_worker_config};
+use integration_tests::java_kcl::{JavaKcl, JavaOutput};
+use integration_tests::read::shard_range;
+use integration_tests::{TestEnv, TestTable, random_name};
+use kcl::{
+    Checkpointer, ConsumerRecord, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker,
+};
+use kinesis_format::{ExtendedSequenceNumber, HashKey, SequenceNumber};
+use kpl::{Producer, ProducerConfig, UserRecord};
+use rand::Rng;
+
+/// (partition key, data) of a user record.
+type Put = (String, Vec<u8>);
+
+/// The lease table and the two tables KCL 3.x adds beside it, deleted at the end.
+fn tables(env: &TestEnv, app: &str) -> Vec<TestTable> {
+    ["", "-CoordinatorState", "-WorkerMetricStats"]
+        .iter()
+        .map(|suffix| TestTable::adopt(env, format!("{app}{suffix}")))
+        .collect()
+}
+
+/// Puts records `range` through our producer (aggregated; random partition keys), returns them
+/// once every one is stored; `between` runs after the first half is stored.
+async fn produce(
+    env: &TestEnv,
+    stream: &str,
+    range: std::ops::Range<usize>,
+    between: impl AsyncFnOnce(),
+) -> Vec<Put> {
+    produce_with_stats(env, stream, range, between).await.0
+}
+
+/// [`produce`], with the producer's statistics.
+async fn produce_with_stats(
+    env: &TestEnv,
+    stream: &str,
+    range: std::ops::Range<usize>,
+    between: impl AsyncFnOnce(),
+) -> (Vec<Put>, kpl::ProducerStats) {
+    let producer = Producer::new(&env.sdk_config, ProducerConfig::default()).expect("producer");
+    let middle = range.start + range.len() / 2;
+    let mut between = Some(between);
+    let mut puts = Vec::new();
+    let mut pending: Vec<kpl::PutFuture> = Vec::new();
+    for i in range {
+        if i == middle {
+            for f in pending.drain(..) {
+                f.await.expect("stored");
+            }
+            if let Some(between) = between.take() {
+                between().await;
+            }
+        }
+        let key = format!("key-{:08x}", rand::rng().random::<u32>());
+        let data = format!("record-{i}").into_bytes();
+        let record = UserRecord::new(stream, key.clone(), Bytes::from(data.clone()));
+        pending.push(producer.put(record).await.expect("accepted"));
+        puts.push((key, data));
+    }
+    for f in pending {
+        f.await.expect("stored");
+    }
+    let stats = producer.stats();
+    producer.shutdown().await;
+    (puts, stats)
+}
+
+fn java_puts(output: &JavaOutput) -> HashSet<Put> {
+    (output.deliveries.iter())
+        .map(|d| (d.key.clone(), d.data.clone()))
+        .collect()
+}
+
+fn as_put(r: &ConsumerRecord) -> Put {
+    (r.partition_key.to_string(), r.data.to_vec())
+}
+
+/// The lease rows as stored, by lease key.
+async fn rows(env: &TestEnv, table: &str) -> BTreeMap<String, HashMap<String, AttributeValue>> {
+    let items = env
+        .dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Scan")
+        .items
+        .unwrap_or_default();
+    items
+        .into_iter()
+        .filter_map(|item| Some((item.get("leaseKey")?.as_s().ok()?.clone(), item)))
+        .collect()
+}
+
+/// A row's stored checkpoint, when it is a position.
+fn checkpoint(row: &HashMap<String, AttributeValue>) -> Option<ExtendedSequenceNumber> {
+    let sequence = SequenceNumber::parse(row.get("checkpoint")?.as_s().ok()?).ok()?;
+    let sub = row
+        .get("checkpointSubSequenceNumber")
+        .and_then(|v| v.as_n().ok())
+        .map_or(0, |n| n.parse().expect("a number"));
+    Some(ExtendedSequenceNumber::new(sequence, sub))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(2).await;
+    let app = random_name("java-a");
+    let _tables = tables(&env, &app);
+    // Started before the split: kinesis-mock lists child shards even for a TRIM_HORIZON
+    // listing, which a KCL starting on an empty table after a split refuses.
+    let mut java = JavaKcl::start(&env, &stream.name, &app, "java-0");
+    java.wait_for("both shards initialised", Duration::from_secs(120), |o| {
+        o.initialized.len() >= 2
+    })
+    .await;
+    let parent = stream.open_shards().await[0].clone();
+    let range = shard_range(&parent);
+    let middle = HashKey(range.start.0 + (range.end.0 - range.start.0) / 2);
+    let (puts, stats) = produce_with_stats(&env, &stream.name, 0..4_000, async || {
+        env.kinesis
+            .split_shard()
+            .stream_name(&stream.name)
+            .shard_to_split(parent.shard_id())
+            .new_starting_hash_key(middle.to_string())
+            .send()
+            .await
+            .expect("SplitShard");
+        env.wait_stream_active(&stream.name).await;
+    })
+    .await;
+    let expected: HashSet<Put> = puts.iter().cloned().collect();
+    java.wait_for("every record", Duration::from_secs(120), |o| {
+        java_puts(o).is_superset(&expected)
+    })
+    .await;
+    let output = java.output();
+    let unknown: Vec<_> = java_puts(&output).difference(&expected).cloned().collect();
+    assert!(unknown.is_empty(), "records nobody put: {unknown:?}");
+    assert!(
+        output.ended.iter().any(|s| s == parent.shard_id()),
+        "the parent was read to its end"
+    );
+    // The Java KCL delivers an aggregate's sub-records whatever shard they landed on, and the
+    // producer re-sends those that landed on the wrong child after the split: those are the
+    // only copies it may see twice.
+    let twice = output.deliveries.len() - expected.len();
+    assert!(
+        twice as u64 <= stats.wrong_shard_resent,
+        "{twice} records delivered twice, {} re-sent",
+        stats.wrong_shard_resent
+    );
+    let mut per_shard: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &output.deliveries {
+        *per_shard.entry(d.shard.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "java interop (a): {} records put across a split, {} delivered by the Java KCL ({} distinct, bytes equal), per shard {per_shard:?}; producer: {} records of aggregates on the wrong child re-sent",
+        puts.len(),
+        output.deliveries.len(),
+        expected.len(),
+        stats.wrong_shard_resent
+    );
+}
+
+/// (b): the Java KCL consumes part of the stream and stops (`kill`: SIGKILL, else SIGTERM);
+/// our worker goes on from its checkpoints.
+async fn java_then_rust(kill: bool) {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(2).await;
+    let app = random_name("java-b");
+    let _tables = tables(&env, &app);
+    let puts = produce(&env, &stream.name, 0..2_000, async || {}).await;
+    // One Kinesis record (an aggregate of about 250 user records) per batch, and a pause after
+    // each: it is stopped a quarter of the way through.
+    let slow = [
+        ("INTEROP_MAX_RECORDS", "1"),
+        ("INTEROP_BATCH_DELAY_MS", "300"),
+    ];
+    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &slow);
+    java.wait_for(
+        "a checkpoint on both shards and 500 records",
+        Duration::from_secs(120),
+        |o| {
+            let shards: HashSet<&str> = o.checkpoints.iter().map(|(s, _)| s.as_str()).collect();
+            shards.len() == 2 && java_puts(o).len() >= 500
+        },
+    )
+    .await;
+    if kill {
+        java.kill().await;
+    } else {
+        java.terminate().await;
+    }
+    let by_java = java.output();
+    let before = rows(&env, &app).await;
+    let java_checkpoints: BTreeMap<String, ExtendedSequenceNumber> = before
+        .iter()
+        .filter_map(|(k, row)| Some((k.clone(), checkpoint(row)?)))
+        .collect();
+    assert_eq!(
+        java_checkpoints.len(),
+        2,
+        "Java checkpointed both shards: {before:?}"
+    );
+
+    let log = DeliveryLog::default();
+    let worker = Worker::new(
+        &env.sdk_config,
+        &app,
+        &stream.name,
+        log.factory("rust-0"),
+        test_worker_config("rust-0", InitialPosition::TrimHorizon),
+    );
+    let (stop, task) = integration_tests::consume::spawn_worker(worker);
+    let all: HashSet<Put> = puts.iter().cloned().collect();
+    let java_got = java_puts(&by_java);
+    log.wait_for("the rest of the records", Duration::from_secs(60), |l| {
+        let mut got = java_got.clone();
+        got.extend(l.records.iter().map(|(_, _, r)| as_put(r)));
+        got.is_superset(&all)
+    })
+    .await;
+    stop.shutdown();
+    task.await.unwrap().expect("worker");
+    let ours = log.snapshot().records;
+    for (_, shard, r) in &ours {
+        let java = &java_checkpoints[shard];
+        assert!(
+            r.position() > *java,
+            "{shard}: {} delivered again, at or before Java's checkpoint {java}",
+            r.position()
+        );
+    }
+    assert!(
+        !ours.is_empty(),
+        "Java was stopped part way: our worker delivers the rest"
+    );
+    // Java's attributes survive our worker's writes (but `leaseOwner`, which a release removes).
+    let after = rows(&env, &app).await;
+    for (key, row) in &before {
+        let kept: BTreeSet<&String> = after[key].keys().collect();
+        let missing: Vec<&String> = (row.keys())
+            .filter(|a| *a != "leaseOwner" && !kept.contains(a))
+            .collect();
+        assert!(missing.is_empty(), "{key}: {missing:?} dropped");
+    }
+    let again = ours
+        .iter()
+        .filter(|(_, _, r)| java_got.contains(&as_put(r)))
+        .count();
+    eprintln!(
+        "java interop (b, {}): {} records; the Java KCL delivered {} and checkpointed {:?}; ours delivered {} ({again} delivered by Java after its last checkpoint); attributes kept: {:?}",
+        if kill { "SIGKILL" } else { "SIGTERM" },
+        all.len(),
+        by_java.deliveries.len(),
+        java_checkpoints
+            .values()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ours.len(),
+        before
+            .values()
+            .next()
+            .map(|r| r.keys().collect::<BTreeSet<_>>()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b1_our_worker_goes_on_after_a_java_kcl_stopped_gracefully() {
+    java_then_rust(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b2_our_worker_goes_on_after_a_java_kcl_killed() {
+    java_then_rust(true).await;
+}
+
+/// Delivers until `stop_after` records were seen, then checkpoints once at the first record past
+/// it that sits inside an aggregate (sub-sequence > 0), and never again.
+struct StopInsideAnAggregate {
+    seen: Arc<Mutex<Vec<ConsumerRecord>>>,
+    checkpointed: Arc<Mutex<Option<ExtendedSequenceNumber>>>,
+    stop_after: usize,
+}
+
+#[async_trait]
+impl RecordProcessor for StopInsideAnAggregate {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> kcl::ProcessorResult {
+        if self.checkpointed.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let stop_at = {
+            let mut seen = self.seen.lock().unwrap();
+            let mut stop_at = None;
+            for r in input.records {
+                let at = r.position();
+                let inside = r.sub_sequence_number > 0;
+                seen.push(r);
+                if seen.len() >= self.stop_after && inside {
+                    stop_at = Some(at);
+                    break;
+                }
+            }
+            stop_at
+        };
+        if let Some(at) = stop_at {
+            input
+                .checkpointer
+                .checkpoint_at(&at.sequence, at.sub_sequence)
+                .await?;
+            *self.checkpointed.lock().unwrap() = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, _: &Checkpointer) -> kcl::ProcessorResult {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_the_java_kcl_resumes_from_our_checkpoint_inside_an_aggregate() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(1).await;
+    let app = random_name("java-c");
+    let _tables = tables(&env, &app);
+    let puts = produce(&env, &stream.name, 0..1_000, async || {}).await;
+    let (seen, checkpointed) = (Arc::default(), Arc::default());
+    let factory = {
+        let (seen, checkpointed) = (Arc::clone(&seen), Arc::clone(&checkpointed));
+        move |_: &str| -> Box<dyn RecordProcessor> {
+            Box::new(StopInsideAnAggregate {
+                seen: Arc::clone(&seen),
+                checkpointed: Arc::clone(&checkpointed),
+                stop_after: 500,
+            })
+        }
+    };
+    let worker = Worker::new(
+        &env.sdk_config,
+        &app,
+        &stream.name,
+        factory,
+        test_worker_config("rust-0", InitialPosition::TrimHorizon),
+    );
+    let (stop, task) = integration_tests::consume::spawn_worker(worker);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ours_at = loop {
+        if let Some(at) = checkpointed.lock().unwrap().clone() {
+            break at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint inside an aggregate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.shutdown();
+    task.await.unwrap().expect("worker");
+    let stored = rows(&env, &app).await;
+    let row = stored.values().next().expect("one lease");
+    assert_eq!(checkpoint(row), Some(ours_at.clone()), "{row:?}");
+
+    let ours_up_to: Vec<Put> = (seen.lock().unwrap().iter())
+        .filter(|r: &&ConsumerRecord| r.position() <= ours_at)
+        .map(as_put)
+        .collect();
+    let mut java = JavaKcl::start(&env, &stream.name, &app, "java-0");
+    let all: HashSet<Put> = puts.iter().cloned().collect();
+    java.wait_for(
+        "the records after our checkpoint",
+        Duration::from_secs(120),
+        |o| {
+            let mut got = java_puts(o);
+            got.extend(ours_up_to.iter().cloned());
+            got.is_superset(&all)
+        },
+    )
+    .await;
+    let output = java.output();
+    let again: Vec<_> = (output.deliveries.iter())
+        .filter(|d| d.position <= ours_at)
+        .map(|d| d.position.to_string())
+        .collect();
+    assert!(again.is_empty(), "delivered again by Java: {again:?}");
+    eprintln!(
+        "java interop (c): {} records; ours checkpointed at {ours_at} (inside an aggregate) after {}; the Java KCL delivered the other {}",
+        all.len(),
+        ours_up_to.len(),
+        output.deliveries.len()
+    );
+}
