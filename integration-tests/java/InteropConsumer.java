@@ -7,7 +7,7 @@
 //   INIT <shard> <checkpoint>
 //   DELIVER <shard> <sequence> <subSequence> <partitionKey> <base64 data>
 //   CHECKPOINT <shard> <sequence> <subSequence>      (after every batch)
-//   ENDED <shard> | LOST <shard> | SHUTDOWN_REQUESTED <shard> | STOPPED
+//   ENDED <shard> | LOST <shard> | SHUTDOWN_REQUESTED <shard> (after its checkpoint) | STOPPED
 //
 // Usage: java -cp ... InteropConsumer <stream> <application> <workerId> <outputFile>
 // Endpoints, region and credentials come from AWS_ENDPOINT_URL_KINESIS,
@@ -188,6 +188,13 @@ public final class InteropConsumer {
 
         @Override
         public void shutdownRequested(ShutdownRequestedInput input) {
+            // Every batch is checkpointed already; this is where an application checkpoints
+            // what it holds before a shutdown or a hand-off to another worker.
+            try {
+                input.checkpointer().checkpoint();
+            } catch (Exception e) {
+                line("CHECKPOINT_FAILED", shard, e.getClass().getSimpleName());
+            }
             line("SHUTDOWN_REQUESTED", shard);
         }
     }

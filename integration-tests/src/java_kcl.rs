@@ -36,6 +36,8 @@ pub struct JavaOutput {
     pub checkpoints: Vec<(String, ExtendedSequenceNumber)>,
     /// Shards it finished (SHARD_END checkpointed).
     pub ended: Vec<String>,
+    /// Shards whose processor was asked to stop (a shutdown, or a hand-off to another worker).
+    pub shutdown_requested: Vec<String>,
     /// It stopped after a graceful shutdown.
     pub stopped: bool,
 }
@@ -213,6 +215,7 @@ pub fn read_output(text: &str) -> JavaOutput {
                 .checkpoints
                 .push(((*shard).to_owned(), position(sequence, sub))),
             ["ENDED", shard] => out.ended.push((*shard).to_owned()),
+            ["SHUTDOWN_REQUESTED", shard] => out.shutdown_requested.push((*shard).to_owned()),
             ["STOPPED"] => out.stopped = true,
             _ => {}
         }

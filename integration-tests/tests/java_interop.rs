@@ -7,7 +7,10 @@
 //!   SIGKILL); our worker on the same lease table goes on after Java's checkpoints: nothing
 //!   lost, nothing at or before a checkpoint delivered again, Java's attributes kept;
 //! - (c) the reverse: our worker checkpoints inside an aggregate (sub-sequence > 0) and stops; the
-//!   Java KCL resumes on our table with nothing lost and nothing at or before it again.
+//!   Java KCL resumes on our table with nothing lost and nothing at or before it again;
+//! - (d) a planned move: our worker joins a running Java KCL worker and asks it for a lease
+//!   (KCL 3.x's graceful hand-off): Java's processor checkpoints and stops, ours starts from its
+//!   checkpoint, no record is processed twice, and nothing moves afterwards.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -410,5 +413,88 @@ async fn c_the_java_kcl_resumes_from_our_checkpoint_inside_an_aggregate() {
         all.len(),
         ours_up_to.len(),
         output.deliveries.len()
+    );
+}
+
+/// Each lease's (leaseOwner, checkpointOwner).
+async fn owners(env: &TestEnv, app: &str) -> BTreeMap<String, (String, Option<String>)> {
+    let text = |row: &HashMap<String, AttributeValue>, a: &str| {
+        row.get(a).and_then(|v| v.as_s().ok()).cloned()
+    };
+    (rows(env, app).await.into_iter())
+        .map(|(k, row)| {
+            let owner = text(&row, "leaseOwner").unwrap_or_default();
+            (k, (owner, text(&row, "checkpointOwner")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_a_planned_move_from_a_java_worker_to_ours_repeats_nothing() {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(2).await;
+    let app = random_name("java-d");
+    let _tables = tables(&env, &app);
+    let puts = produce(&env, &stream.name, 0..400, async || {}).await;
+    // Slow, so that the move happens while it is still reading.
+    let slow = [
+        ("INTEROP_MAX_RECORDS", "1"),
+        ("INTEROP_BATCH_DELAY_MS", "300"),
+    ];
+    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &slow);
+    java.wait_for("both shards", Duration::from_secs(120), |o| {
+        o.initialized.len() == 2
+    })
+    .await;
+    // Ours joins: it asks Java for one lease (a graceful hand-off, KCL 3.x's checkpointOwner).
+    let log = DeliveryLog::default();
+    let worker = Worker::new(
+        &env.sdk_config,
+        &app,
+        &stream.name,
+        log.factory("rust-0"),
+        test_worker_config("rust-0", InitialPosition::TrimHorizon),
+    );
+    let (stop, task) = integration_tests::consume::spawn_worker(worker);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        let now = owners(&env, &app).await;
+        let ours: Vec<&String> = (now.iter())
+            .filter(|(_, (owner, from))| owner == "rust-0" && from.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        if let [one] = ours.as_slice() {
+            break ((*one).clone(), now);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no move: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (shard, assignment) = moved;
+    java.wait_for(
+        "Java's processor asked to stop",
+        Duration::from_secs(10),
+        |o| o.shutdown_requested.contains(&shard),
+    )
+    .await;
+    // Nobody moves anything afterwards (Java's leader leaves our lease alone).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(owners(&env, &app).await, assignment, "a lease moved again");
+    let all: HashSet<Put> = puts.iter().cloned().collect();
+    let java_got = java_puts(&java.output());
+    log.wait_for("every record", Duration::from_secs(60), |l| {
+        let mut got = java_got.clone();
+        got.extend(java_puts(&java.output()));
+        got.extend(l.records.iter().map(|(_, _, r)| as_put(r)));
+        got.is_superset(&all)
+    })
+    .await;
+    stop.shutdown();
+    task.await.unwrap().expect("worker");
+    java.terminate().await;
+    let (by_java, ours) = (java.output().deliveries.len(), log.snapshot().records.len());
+    assert_eq!(by_java + ours, all.len(), "every record exactly once");
+    eprintln!(
+        "java interop (d): {} records; a planned move of {shard} from the Java KCL to ours: Java delivered {by_java}, ours {ours}, none twice; no lease moved in the 10 s after",
+        all.len()
     );
 }
