@@ -33,6 +33,47 @@ use rand::Rng;
 /// (partition key, data) of a user record.
 type Put = (String, Vec<u8>);
 
+/// The Java consumer slowed down: one Kinesis record (an aggregate of about 250 user records)
+/// per batch, and a pause after each, so that a test can act while it is part way through.
+const SLOW: [(&str, &str); 2] = [
+    ("INTEROP_MAX_RECORDS", "1"),
+    ("INTEROP_BATCH_DELAY_MS", "300"),
+];
+
+/// A stream of `shards` shards and an application name whose tables go with the test.
+async fn setup(
+    prefix: &str,
+    shards: i32,
+) -> (
+    TestEnv,
+    integration_tests::TestStream,
+    String,
+    Vec<TestTable>,
+) {
+    let env = TestEnv::new().await;
+    let stream = env.create_stream(shards).await;
+    let app = random_name(prefix);
+    let tables = tables(&env, &app);
+    (env, stream, app, tables)
+}
+
+/// Our worker `rust-0` on the application's table, reading from TRIM_HORIZON where it has no
+/// checkpoint.
+fn rust_worker(
+    env: &TestEnv,
+    app: &str,
+    stream: &str,
+    factory: impl kcl::RecordProcessorFactory,
+) -> Worker {
+    Worker::new(
+        &env.sdk_config,
+        app,
+        stream,
+        factory,
+        test_worker_config("rust-0", InitialPosition::TrimHorizon),
+    )
+}
+
 /// The lease table and the two tables KCL 3.x adds beside it, deleted at the end.
 fn tables(env: &TestEnv, app: &str) -> Vec<TestTable> {
     ["", "-CoordinatorState", "-WorkerMetricStats"]
@@ -127,10 +168,7 @@ fn checkpoint(row: &HashMap<String, AttributeValue>) -> Option<ExtendedSequenceN
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
-    let env = TestEnv::new().await;
-    let stream = env.create_stream(2).await;
-    let app = random_name("java-a");
-    let _tables = tables(&env, &app);
+    let (env, stream, app, _tables) = setup("java-a", 2).await;
     // Started before the split: kinesis-mock lists child shards even for a TRIM_HORIZON
     // listing, which a KCL starting on an empty table after a split refuses.
     let mut java = JavaKcl::start(&env, &stream.name, &app, "java-0");
@@ -190,18 +228,10 @@ async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
 /// (b): the Java KCL consumes part of the stream and stops (`kill`: SIGKILL, else SIGTERM);
 /// our worker goes on from its checkpoints.
 async fn java_then_rust(kill: bool) {
-    let env = TestEnv::new().await;
-    let stream = env.create_stream(2).await;
-    let app = random_name("java-b");
-    let _tables = tables(&env, &app);
+    let (env, stream, app, _tables) = setup("java-b", 2).await;
     let puts = produce(&env, &stream.name, 0..2_000, async || {}).await;
-    // One Kinesis record (an aggregate of about 250 user records) per batch, and a pause after
-    // each: it is stopped a quarter of the way through.
-    let slow = [
-        ("INTEROP_MAX_RECORDS", "1"),
-        ("INTEROP_BATCH_DELAY_MS", "300"),
-    ];
-    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &slow);
+    // Slowed down: it is stopped a quarter of the way through.
+    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &SLOW);
     java.wait_for(
         "a checkpoint on both shards and 500 records",
         Duration::from_secs(120),
@@ -229,13 +259,7 @@ async fn java_then_rust(kill: bool) {
     );
 
     let log = DeliveryLog::default();
-    let worker = Worker::new(
-        &env.sdk_config,
-        &app,
-        &stream.name,
-        log.factory("rust-0"),
-        test_worker_config("rust-0", InitialPosition::TrimHorizon),
-    );
+    let worker = rust_worker(&env, &app, &stream.name, log.factory("rust-0"));
     let (stop, task) = integration_tests::consume::spawn_worker(worker);
     let all: HashSet<Put> = puts.iter().cloned().collect();
     let java_got = java_puts(&by_java);
@@ -345,10 +369,7 @@ impl RecordProcessor for StopInsideAnAggregate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_the_java_kcl_resumes_from_our_checkpoint_inside_an_aggregate() {
-    let env = TestEnv::new().await;
-    let stream = env.create_stream(1).await;
-    let app = random_name("java-c");
-    let _tables = tables(&env, &app);
+    let (env, stream, app, _tables) = setup("java-c", 1).await;
     let puts = produce(&env, &stream.name, 0..1_000, async || {}).await;
     let (seen, checkpointed) = (Arc::default(), Arc::default());
     let factory = {
@@ -361,13 +382,7 @@ async fn c_the_java_kcl_resumes_from_our_checkpoint_inside_an_aggregate() {
             })
         }
     };
-    let worker = Worker::new(
-        &env.sdk_config,
-        &app,
-        &stream.name,
-        factory,
-        test_worker_config("rust-0", InitialPosition::TrimHorizon),
-    );
+    let worker = rust_worker(&env, &app, &stream.name, factory);
     let (stop, task) = integration_tests::consume::spawn_worker(worker);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let ours_at = loop {
@@ -431,30 +446,17 @@ async fn owners(env: &TestEnv, app: &str) -> BTreeMap<String, (String, Option<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_a_planned_move_from_a_java_worker_to_ours_repeats_nothing() {
-    let env = TestEnv::new().await;
-    let stream = env.create_stream(2).await;
-    let app = random_name("java-d");
-    let _tables = tables(&env, &app);
+    let (env, stream, app, _tables) = setup("java-d", 2).await;
     let puts = produce(&env, &stream.name, 0..400, async || {}).await;
-    // Slow, so that the move happens while it is still reading.
-    let slow = [
-        ("INTEROP_MAX_RECORDS", "1"),
-        ("INTEROP_BATCH_DELAY_MS", "300"),
-    ];
-    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &slow);
+    // Slowed down, so that the move happens while it is still reading.
+    let mut java = JavaKcl::start_with(&env, &stream.name, &app, "java-0", &SLOW);
     java.wait_for("both shards", Duration::from_secs(120), |o| {
         o.initialized.len() == 2
     })
     .await;
     // Ours joins: it asks Java for one lease (a graceful hand-off, KCL 3.x's checkpointOwner).
     let log = DeliveryLog::default();
-    let worker = Worker::new(
-        &env.sdk_config,
-        &app,
-        &stream.name,
-        log.factory("rust-0"),
-        test_worker_config("rust-0", InitialPosition::TrimHorizon),
-    );
+    let worker = rust_worker(&env, &app, &stream.name, log.factory("rust-0"));
     let (stop, task) = integration_tests::consume::spawn_worker(worker);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let moved = loop {
