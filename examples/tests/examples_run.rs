@@ -25,11 +25,17 @@ fn run(binary: &str) -> String {
 #[test]
 fn the_demo_produces_and_consumes_every_record() {
     let out = run(env!("CARGO_BIN_EXE_demo"));
-    assert!(out.contains("consumed 10000 of 10000 user records"), "{out}");
+    assert!(
+        out.contains("consumed 10000 of 10000 user records"),
+        "{out}"
+    );
 }
 
 #[test]
 fn the_multi_stream_example_processes_every_record_of_both_streams() {
     let out = run(env!("CARGO_BIN_EXE_multi_stream"));
-    assert!(out.contains("processed 800 distinct records of 800"), "{out}");
+    assert!(
+        out.contains("processed 800 distinct records of 800"),
+        "{out}"
+    );
 }
