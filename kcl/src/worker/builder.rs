@@ -44,9 +44,9 @@ pub enum BuildError {
     Config(#[from] ConfigError),
 }
 
-/// Builds a [`Worker`] (see [`Worker::builder`]). Required: the stream, a processor factory,
-/// and where Kinesis and the lease table are (an `SdkConfig`, or clients, or implementations).
-/// Everything else has a default, documented on its method.
+/// Builds a [`Worker`] (see [`Worker::builder`]). Required: the stream (or streams), a processor
+/// factory, and where Kinesis and the lease table are (an `SdkConfig`, or clients, or
+/// implementations). Everything else has a default, documented on its method.
 #[derive(Default)]
 #[must_use = "a builder does nothing until built"]
 pub struct WorkerBuilder {
