@@ -37,7 +37,7 @@ type Put = (String, Vec<u8>);
 /// per batch, and a pause after each, so that a test can act while it is part way through.
 const SLOW: [(&str, &str); 2] = [
     ("INTEROP_MAX_RECORDS", "1"),
-    ("INTEROP_BATCH_DELAY_MS", "300"),
+    ("INTEROP_BATCH_DELAY_MS", "500"),
 ];
 
 /// A stream of `shards` shards and an application name whose tables go with the test.
