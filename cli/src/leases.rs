@@ -110,10 +110,7 @@ pub(crate) async fn run(
 
 /// Milliseconds between the lease's checkpoint and its shard's tip, where Kinesis says.
 async fn lag(kinesis: &SdkKinesis, lease: &Lease, stream: Option<&str>) -> Option<i64> {
-    let name = match &lease.stream_identifier {
-        Some(identifier) => identifier.split(':').nth(1)?.to_owned(),
-        None => stream?.to_owned(),
-    };
+    let name = lease.stream_name().or(stream)?;
     let start = match &lease.checkpoint {
         CheckpointPosition::Sequence { sequence, .. } => {
             IteratorStart::AfterSequence(sequence.to_string())

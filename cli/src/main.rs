@@ -51,8 +51,16 @@ pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 /// Each AWS call's time limit.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The usual AWS environment, with every call attempt limited to [`CALL_TIMEOUT`] (the SDK's
+/// own retries then retry it).
 async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(CALL_TIMEOUT)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 #[tokio::main]

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::types::{Shard, StreamStatus};
+use aws_sdk_kinesis::types::StreamStatus;
 use clap::Subcommand;
+use kinesis_api::{Kinesis, SdkKinesis, Shard, ShardFilter, StreamRef};
 use serde_json::json;
 
-use crate::Failure;
 use crate::output::Output;
+use crate::{CALL_TIMEOUT, Failure};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StreamsCommand {
@@ -69,9 +70,9 @@ pub(crate) async fn run(
                 .send()
                 .await?;
             wait_active(&client, &name, out).await?;
-            describe(&client, &name, out).await
+            describe(&client, config, &name, out).await
         }
-        StreamsCommand::Describe { name } => describe(&client, &name, out).await,
+        StreamsCommand::Describe { name } => describe(&client, config, &name, out).await,
         StreamsCommand::List => {
             let mut names = Vec::new();
             let mut pages = client.list_streams().into_paginator().send();
@@ -85,12 +86,12 @@ pub(crate) async fn run(
             let at = match at {
                 Some(at) => at,
                 None => {
-                    let shards = list_shards(&client, &name).await?;
+                    let shards = list_shards(config, &name).await?;
                     let found = shards
                         .iter()
-                        .find(|s| s.shard_id == shard)
+                        .find(|s| s.id == shard)
                         .ok_or_else(|| format!("stream {name} has no shard {shard}"))?;
-                    let (start, end) = range(found)?;
+                    let (start, end) = (found.range.start.0, found.range.end.0);
                     start + (end - start) / 2 + 1
                 }
             };
@@ -102,7 +103,7 @@ pub(crate) async fn run(
                 .send()
                 .await?;
             wait_active(&client, &name, out).await?;
-            describe(&client, &name, out).await
+            describe(&client, config, &name, out).await
         }
         StreamsCommand::Merge {
             name,
@@ -117,7 +118,7 @@ pub(crate) async fn run(
                 .send()
                 .await?;
             wait_active(&client, &name, out).await?;
-            describe(&client, &name, out).await
+            describe(&client, config, &name, out).await
         }
         StreamsCommand::Delete { name } => {
             client
@@ -135,30 +136,12 @@ pub(crate) async fn run(
     }
 }
 
-/// A shard's hash key range.
-fn range(shard: &Shard) -> Result<(u128, u128), Failure> {
-    let r = shard
-        .hash_key_range
-        .as_ref()
-        .ok_or("a shard without a hash key range")?;
-    Ok((r.starting_hash_key.parse()?, r.ending_hash_key.parse()?))
-}
-
-async fn list_shards(client: &Client, name: &str) -> Result<Vec<Shard>, Failure> {
-    let mut shards = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let request = match &next {
-            Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(name),
-        };
-        let page = request.send().await?;
-        shards.extend(page.shards.unwrap_or_default());
-        match page.next_token {
-            Some(token) => next = Some(token),
-            None => return Ok(shards),
-        }
-    }
+/// Every shard of the stream, open and closed (ListShards paging is the boundary's).
+async fn list_shards(config: &aws_config::SdkConfig, name: &str) -> Result<Vec<Shard>, Failure> {
+    let kinesis = SdkKinesis::new(&Client::new(config), CALL_TIMEOUT);
+    Ok(kinesis
+        .list_shards(&StreamRef::new(name), ShardFilter::All)
+        .await?)
 }
 
 /// Waits (polling every 100 ms, at most 5 minutes) until the stream is ACTIVE.
@@ -186,7 +169,12 @@ async fn wait_active(client: &Client, name: &str, out: &Output) -> Result<(), Fa
     }
 }
 
-async fn describe(client: &Client, name: &str, out: &Output) -> Result<(), Failure> {
+async fn describe(
+    client: &Client,
+    config: &aws_config::SdkConfig,
+    name: &str,
+    out: &Output,
+) -> Result<(), Failure> {
     let summary = client
         .describe_stream_summary()
         .stream_name(name)
@@ -195,22 +183,17 @@ async fn describe(client: &Client, name: &str, out: &Output) -> Result<(), Failu
     let d = summary
         .stream_description_summary()
         .ok_or("DescribeStreamSummary without a description")?;
-    let shards = list_shards(client, name).await?;
+    let shards = list_shards(config, name).await?;
     let rows: Vec<serde_json::Value> = shards
         .iter()
         .map(|s| {
-            let (start, end) = range(s).unwrap_or((0, 0));
-            let closed = s
-                .sequence_number_range
-                .as_ref()
-                .is_some_and(|r| r.ending_sequence_number.is_some());
             json!({
-                "shard": s.shard_id,
-                "parent": s.parent_shard_id,
-                "adjacent_parent": s.adjacent_parent_shard_id,
-                "starting_hash_key": start.to_string(),
-                "ending_hash_key": end.to_string(),
-                "open": !closed,
+                "shard": s.id,
+                "parent": s.parents.first(),
+                "adjacent_parent": s.parents.get(1),
+                "starting_hash_key": s.range.start.to_string(),
+                "ending_hash_key": s.range.end.to_string(),
+                "open": !s.closed,
             })
         })
         .collect();

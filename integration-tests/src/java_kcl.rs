@@ -186,6 +186,61 @@ impl Drop for JavaKcl {
     }
 }
 
+/// A lease table's rows as DynamoDB stores them (the Java KCL's attribute names): what the
+/// interop tests compare before and after the other side's writes.
+pub mod rows {
+    use std::collections::{BTreeMap, HashMap};
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use kinesis_format::{ExtendedSequenceNumber, SequenceNumber};
+
+    use crate::TestEnv;
+
+    /// The lease rows as stored, by lease key.
+    pub async fn rows(
+        env: &TestEnv,
+        table: &str,
+    ) -> BTreeMap<String, HashMap<String, AttributeValue>> {
+        let items = env
+            .dynamodb
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("Scan")
+            .items
+            .unwrap_or_default();
+        items
+            .into_iter()
+            .filter_map(|item| Some((item.get("leaseKey")?.as_s().ok()?.clone(), item)))
+            .collect()
+    }
+
+    /// A row's stored checkpoint, when it is a position.
+    pub fn checkpoint(row: &HashMap<String, AttributeValue>) -> Option<ExtendedSequenceNumber> {
+        let sequence = SequenceNumber::parse(row.get("checkpoint")?.as_s().ok()?).ok()?;
+        let sub = row
+            .get("checkpointSubSequenceNumber")
+            .and_then(|v| v.as_n().ok())
+            .map_or(0, |n| n.parse().expect("a number"));
+        Some(ExtendedSequenceNumber::new(sequence, sub))
+    }
+
+    /// Each lease's (leaseOwner, checkpointOwner).
+    pub async fn owners(env: &TestEnv, app: &str) -> BTreeMap<String, (String, Option<String>)> {
+        let text = |row: &HashMap<String, AttributeValue>, a: &str| {
+            row.get(a).and_then(|v| v.as_s().ok()).cloned()
+        };
+        (rows(env, app).await.into_iter())
+            .map(|(k, row)| {
+                let owner = text(&row, "leaseOwner").unwrap_or_default();
+                (k, (owner, text(&row, "checkpointOwner")))
+            })
+            .collect()
+    }
+}
+
 fn position(sequence: &str, sub: &str) -> ExtendedSequenceNumber {
     ExtendedSequenceNumber::new(
         kinesis_format::SequenceNumber::parse(sequence).expect("a sequence number"),

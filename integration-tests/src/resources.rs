@@ -117,6 +117,21 @@ impl TestStream {
             .expect("shard filter");
         list_shards(&self.kinesis, &self.name, Some(filter)).await
     }
+
+    /// Splits `shard` in the middle of its hash key range (SplitShard; the stream is UPDATING
+    /// until the split is done).
+    pub async fn split_in_half(&self, shard: &Shard) {
+        let range = shard_range(shard);
+        let middle = kinesis_format::HashKey(range.start.0 + (range.end.0 - range.start.0) / 2);
+        self.kinesis
+            .split_shard()
+            .stream_name(&self.name)
+            .shard_to_split(shard.shard_id())
+            .new_starting_hash_key(middle.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("SplitShard {} of {}: {e:?}", shard.shard_id(), self.name));
+    }
 }
 
 async fn list_shards(

@@ -12,21 +12,20 @@
 //!   (KCL 3.x's graceful hand-off): Java's processor checkpoints and stops, ours starts from its
 //!   checkpoint, no record is processed twice, and nothing moves afterwards.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use integration_tests::consume::{DeliveryLog, test_worker_config};
+use integration_tests::java_kcl::rows::{checkpoint, owners, rows};
 use integration_tests::java_kcl::{JavaKcl, JavaOutput};
-use integration_tests::read::shard_range;
 use integration_tests::{TestEnv, TestTable, random_name};
 use kcl::{
     Checkpointer, ConsumerRecord, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker,
 };
-use kinesis_format::{ExtendedSequenceNumber, HashKey, SequenceNumber};
+use kinesis_format::ExtendedSequenceNumber;
 use kpl::{Producer, ProducerConfig, UserRecord};
 use rand::Rng;
 
@@ -138,34 +137,6 @@ fn as_put(r: &ConsumerRecord) -> Put {
     (r.partition_key.to_string(), r.data.to_vec())
 }
 
-/// The lease rows as stored, by lease key.
-async fn rows(env: &TestEnv, table: &str) -> BTreeMap<String, HashMap<String, AttributeValue>> {
-    let items = env
-        .dynamodb
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("Scan")
-        .items
-        .unwrap_or_default();
-    items
-        .into_iter()
-        .filter_map(|item| Some((item.get("leaseKey")?.as_s().ok()?.clone(), item)))
-        .collect()
-}
-
-/// A row's stored checkpoint, when it is a position.
-fn checkpoint(row: &HashMap<String, AttributeValue>) -> Option<ExtendedSequenceNumber> {
-    let sequence = SequenceNumber::parse(row.get("checkpoint")?.as_s().ok()?).ok()?;
-    let sub = row
-        .get("checkpointSubSequenceNumber")
-        .and_then(|v| v.as_n().ok())
-        .map_or(0, |n| n.parse().expect("a number"));
-    Some(ExtendedSequenceNumber::new(sequence, sub))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
     let (env, stream, app, _tables) = setup("java-a", 2).await;
@@ -177,17 +148,8 @@ async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
     })
     .await;
     let parent = stream.open_shards().await[0].clone();
-    let range = shard_range(&parent);
-    let middle = HashKey(range.start.0 + (range.end.0 - range.start.0) / 2);
     let (puts, stats) = produce_with_stats(&env, &stream.name, 0..4_000, async || {
-        env.kinesis
-            .split_shard()
-            .stream_name(&stream.name)
-            .shard_to_split(parent.shard_id())
-            .new_starting_hash_key(middle.to_string())
-            .send()
-            .await
-            .expect("SplitShard");
+        stream.split_in_half(&parent).await;
         env.wait_stream_active(&stream.name).await;
     })
     .await;
@@ -429,19 +391,6 @@ async fn c_the_java_kcl_resumes_from_our_checkpoint_inside_an_aggregate() {
         ours_up_to.len(),
         output.deliveries.len()
     );
-}
-
-/// Each lease's (leaseOwner, checkpointOwner).
-async fn owners(env: &TestEnv, app: &str) -> BTreeMap<String, (String, Option<String>)> {
-    let text = |row: &HashMap<String, AttributeValue>, a: &str| {
-        row.get(a).and_then(|v| v.as_s().ok()).cloned()
-    };
-    (rows(env, app).await.into_iter())
-        .map(|(k, row)| {
-            let owner = text(&row, "leaseOwner").unwrap_or_default();
-            (k, (owner, text(&row, "checkpointOwner")))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use integration_tests::TestEnv;
 use integration_tests::check::{Put, verify_stream};
-use integration_tests::read::shard_range;
-use kinesis_format::HashKey;
 use kpl::{Producer, ProducerConfig, UserRecord};
 use rand::Rng;
 
@@ -45,19 +43,10 @@ async fn splitting_a_shard_while_producing_loses_nothing_and_misplaces_nothing()
 
     let shards = stream.open_shards().await;
     let parent = shards[0].clone();
-    let range = shard_range(&parent);
-    let middle = HashKey(range.start.0 + (range.end.0 - range.start.0) / 2);
 
     let mut futures = Vec::new();
     put_batch(&producer, &stream.name, &mut futures, 0, 3_000).await;
-    env.kinesis
-        .split_shard()
-        .stream_name(&stream.name)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .expect("SplitShard");
+    stream.split_in_half(&parent).await;
     // Keep producing while the split happens, and after it is done.
     put_batch(&producer, &stream.name, &mut futures, 3_000, 3_000).await;
     env.wait_stream_active(&stream.name).await;

@@ -5,6 +5,7 @@ mod cleanup;
 mod config;
 mod coordinator;
 mod fan_out;
+mod held;
 mod jitter;
 mod kcl_metrics;
 pub mod leases;

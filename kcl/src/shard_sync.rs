@@ -75,17 +75,12 @@ pub(crate) async fn list_all_shards(
 }
 
 /// The lease a shard without one should get, or `None` when it should get none.
-fn new_lease(
-    shard: &Shard,
-    leased: &HashSet<&str>,
-    initial: InitialPosition,
-    stream: &StreamContext,
-) -> Option<Lease> {
+fn new_lease(shard: &Shard, leased: &HashSet<&str>, stream: &StreamContext) -> Option<Lease> {
     let parents = shard.parents.clone();
     let (start, parents) = if parents.iter().any(|p| leased.contains(p.as_str())) {
         (CheckpointPosition::TrimHorizon, parents)
     } else {
-        match initial {
+        match stream.initial {
             InitialPosition::Latest if shard.closed => return None,
             InitialPosition::Latest => (CheckpointPosition::Latest, Vec::new()),
             InitialPosition::TrimHorizon => (CheckpointPosition::TrimHorizon, parents),
@@ -108,7 +103,6 @@ pub(crate) async fn sync(
     store: &Arc<dyn LeaseStore>,
     jitter: &Jitter,
 ) -> Result<usize, SyncError> {
-    let initial = stream.initial;
     let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
@@ -139,7 +133,7 @@ pub(crate) async fn sync(
         if existing.contains_key(id) || superseded.contains(id) {
             continue;
         }
-        let Some(lease) = new_lease(shard, &leased, initial, stream) else {
+        let Some(lease) = new_lease(shard, &leased, stream) else {
             continue;
         };
         let level = lease
@@ -203,12 +197,12 @@ mod tests {
     use super::*;
     use kinesis_format::{HashKey, HashKeyRange};
 
-    fn ctx(multi: bool) -> StreamContext {
+    fn ctx(multi: bool, initial: InitialPosition) -> StreamContext {
         StreamContext {
             stream: StreamRef::new("s"),
             identifier: "1:s:100".into(),
             multi,
-            initial: InitialPosition::Latest,
+            initial,
             fan_out: None,
             closed: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
@@ -232,7 +226,7 @@ mod tests {
         ] {
             // A split of s0 and a merge of s0's sibling s1 with another.
             let split =
-                new_lease(&shard("s2", &["s0"], true), &leased, initial, &ctx(false)).unwrap();
+                new_lease(&shard("s2", &["s0"], true), &leased, &ctx(false, initial)).unwrap();
             assert_eq!(
                 split.checkpoint,
                 CheckpointPosition::TrimHorizon,
@@ -242,8 +236,7 @@ mod tests {
             let merge = new_lease(
                 &shard("s3", &["s1", "s9"], true),
                 &leased,
-                initial,
-                &ctx(false),
+                &ctx(false, initial),
             )
             .unwrap();
             assert_eq!(
@@ -259,19 +252,19 @@ mod tests {
     fn a_first_sync_follows_the_initial_position() {
         let none = HashSet::new();
         let latest = InitialPosition::Latest;
-        assert!(new_lease(&shard("s0", &[], false), &none, latest, &ctx(false)).is_none());
-        let open = new_lease(&shard("s1", &["s0"], true), &none, latest, &ctx(false)).unwrap();
+        assert!(new_lease(&shard("s0", &[], false), &none, &ctx(false, latest)).is_none());
+        let open = new_lease(&shard("s1", &["s0"], true), &none, &ctx(false, latest)).unwrap();
         assert_eq!(
             (open.checkpoint, open.parent_shard_ids.len()),
             (CheckpointPosition::Latest, 0)
         );
         let th = InitialPosition::TrimHorizon;
-        let closed = new_lease(&shard("s0", &[], false), &none, th, &ctx(false)).unwrap();
+        let closed = new_lease(&shard("s0", &[], false), &none, &ctx(false, th)).unwrap();
         assert_eq!(closed.checkpoint, CheckpointPosition::TrimHorizon);
-        let child = new_lease(&shard("s1", &["s0"], true), &none, th, &ctx(false)).unwrap();
+        let child = new_lease(&shard("s1", &["s0"], true), &none, &ctx(false, th)).unwrap();
         assert_eq!(child.parent_shard_ids, ["s0"]);
         assert_eq!(child.stream.as_deref(), Some("1:s:100"));
-        let multi = new_lease(&shard("s1", &["s0"], true), &none, th, &ctx(true)).unwrap();
+        let multi = new_lease(&shard("s1", &["s0"], true), &none, &ctx(true, th)).unwrap();
         assert_eq!(
             (
                 multi.key.as_str(),

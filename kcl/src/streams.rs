@@ -65,6 +65,11 @@ impl From<String> for StreamSpec {
     }
 }
 
+/// The stream name inside an identifier (`account:name:creationEpoch`).
+pub(crate) fn name_in_identifier(identifier: &str) -> Option<&str> {
+    identifier.split(':').nth(1)
+}
+
 /// A stream's name from its name or ARN (`arn:aws:kinesis:region:account:stream/name`).
 fn name_of(name_or_arn: &str) -> &str {
     match name_or_arn.strip_prefix("arn:") {
@@ -273,12 +278,10 @@ impl FormerLeases {
             }
             // A listed stream not read yet (it could not be described): its leases wait for it,
             // unless the listed stream is read under another identifier (created again).
-            let name = identifier.split(':').nth(1).unwrap_or_default();
+            let name = name_in_identifier(identifier);
             !desired.iter().any(|d| {
-                d.stream_name() == name
-                    && !active
-                        .iter()
-                        .any(|a| a.split(':').nth(1) == Some(d.stream_name()))
+                name == Some(d.stream_name())
+                    && !(active.iter()).any(|a| name_in_identifier(a) == Some(d.stream_name()))
             })
         };
         let mut seen = HashMap::new();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::LeaseCoordinator;
-use crate::checkpoint::HeldLease;
+use crate::held::HeldLease;
 use crate::leases::{Lease, LeaseError};
 
 /// A lease handed off to this worker, not yet released by its old owner.

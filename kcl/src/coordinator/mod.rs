@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::checkpoint::HeldLease;
+use crate::held::HeldLease;
 use crate::leases::{Lease, LeaseError, LeaseStore};
 
 // Used by the coordinator below; also tested on their own.

@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::LeaseCoordinator;
-use crate::checkpoint::HeldLease;
+use crate::held::HeldLease;
 use crate::leases::{Lease, LeaseError, LeaseStore};
 
 /// Takes in flight at once.

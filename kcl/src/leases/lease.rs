@@ -156,6 +156,11 @@ impl Lease {
         self.shard_id.as_deref().unwrap_or(&self.key)
     }
 
+    /// A multi-stream lease's stream name (from its `streamName` identifier).
+    pub fn stream_name(&self) -> Option<&str> {
+        crate::streams::name_in_identifier(self.stream_identifier.as_deref()?)
+    }
+
     /// The key of the lease of `shard_id` in the same stream (its parents' and children's
     /// leases are named by shard id on the lease).
     pub fn key_of_shard(&self, shard_id: &str) -> String {

@@ -9,8 +9,9 @@ use kinesis_retry::Class;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Event, Reading, ShardOutcome, ShardState, Step, Stop, transition};
-use crate::checkpoint::{Checkpointer, HeldLease};
+use crate::checkpoint::Checkpointer;
 use crate::config::{InitialPosition, WorkerConfig};
+use crate::held::HeldLease;
 use crate::leases::{CheckpointPosition, LeaseStore};
 use crate::prefetch::{PrefetchLimits, Prefetched, Prefetcher};
 use crate::processor::{InitializeInput, ProcessRecordsInput, ProcessorError, RecordProcessor};

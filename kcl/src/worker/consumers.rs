@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::HeldLease;
 use crate::config::WorkerConfig;
+use crate::held::HeldLease;
 use crate::leases::LeaseStore;
 use crate::lifecycle::{ShardConsumer, ShardOutcome};
 use crate::processor::RecordProcessorFactory;

@@ -7,8 +7,8 @@ use kinesis_retry::AwsError;
 
 use super::consumers::{Consumers, Ended};
 use super::{Stop, Worker};
-use crate::checkpoint::HeldLease;
 use crate::coordinator::LeaseCoordinator;
+use crate::held::HeldLease;
 use crate::lifecycle::ShardOutcome;
 use crate::shard_sync;
 use crate::streams::StreamContext;

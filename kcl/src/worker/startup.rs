@@ -10,9 +10,9 @@ use kinesis_retry::{BackoffConfig, Class, RetryPolicy, retry_notify};
 
 use super::streams::sync_error;
 use super::{Stop, Worker, WorkerError};
-use crate::checkpoint::HeldLease;
 use crate::coordinator::LeaseCoordinator;
 use crate::coordinator::taker::{Balance, TakerConfig};
+use crate::held::HeldLease;
 use crate::leases::{Lease, LeaseError};
 use crate::shard_sync::{self, SyncError};
 

@@ -10,8 +10,8 @@ use kinesis_retry::{AwsError, Class};
 
 use super::consumers::Consumers;
 use super::{Stop, Worker, WorkerError, table_gone};
-use crate::checkpoint::HeldLease;
 use crate::coordinator::LeaseCoordinator;
+use crate::held::HeldLease;
 use crate::leases::LeaseError;
 use crate::shard_sync::{self, SyncError};
 use crate::streams::{FormerLeases, FormerStreamLeases, StreamContext, StreamSpec};
@@ -88,12 +88,18 @@ impl Worker {
     /// The periodic shard sync of every stream read (and, for a multi-stream worker, another
     /// try at the listed streams not read).
     pub(super) async fn sync_streams(&self) -> Option<Stop> {
+        // The streams read before this round: one started now was synced as it started.
+        let before = self.active.all();
         if self.active.multi
             && let Some(stop) = self.reconcile_streams().await
         {
             return Some(stop);
         }
-        for stream in self.active.all() {
+        let still: Vec<Arc<StreamContext>> = self.active.all();
+        for stream in before
+            .into_iter()
+            .filter(|s| still.iter().any(|t| Arc::ptr_eq(s, t)))
+        {
             let synced = shard_sync::sync(&*self.kinesis, &stream, &self.store, &self.jitter).await;
             let stop = match synced {
                 Ok(_) => None,
