@@ -11,7 +11,6 @@ use bytes::Bytes;
 use kinesis_format::{HashKey, validate_partition_key};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::config::{DEFAULT_RECORD_LIMIT, MAX_RECORD_SIZE_CEILING, ProducerConfig};
 use crate::error::{ConfigError, PutError, PutErrorKind, SubmitError, SubmitErrorKind};
@@ -19,7 +18,7 @@ use crate::kinesis::{Boundary, KinesisApi};
 use crate::pipeline::capacity::{Capacity, Refused, bytes_of};
 use crate::pipeline::dispatcher::{COMMAND_BATCH, Command, Dispatcher};
 use crate::pipeline::inbox::{Inbox, TrySendError};
-use crate::pipeline::pending::{Pending, PutResult};
+use crate::pipeline::pending::{Incoming, PutResult};
 use crate::pipeline::slots::{self, Slots};
 use crate::pipeline::streams::Streams;
 use crate::record::{PutOutcome, UserRecord};
@@ -46,8 +45,6 @@ struct Inner {
     counters: Arc<Counters>,
     closed: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// When the producer started (a placeholder arrival time until the dispatcher's stamp).
-    started: Instant,
 }
 
 impl Drop for Inner {
@@ -125,7 +122,6 @@ impl Producer {
                 api,
                 counters,
                 closed: AtomicBool::new(false),
-                started: Instant::now(),
                 task: Mutex::new(Some(task)),
             }),
         })
@@ -146,25 +142,23 @@ impl Producer {
             Ok(done) => return done,
             Err(record) => record,
         };
-        let hash_key = match self.admit(&record).await {
-            Ok(admitted) => admitted,
-            Err(kind) => return Err(refuse(kind, record)),
-        };
+        if let Err(kind) = self.admit(&record).await {
+            return Err(refuse(kind, record));
+        }
         if self.inner.capacity.acquire(&record).await.is_err() {
             return Err(refuse(SubmitErrorKind::ShutDown, record));
         }
-        self.enqueue(record, hash_key).await
+        self.enqueue(record).await
     }
 
     /// Like [`put`](Self::put) but never waits for capacity: a full producer refuses the record
     /// with [`SubmitErrorKind::Full`] and gives it back.
     pub async fn try_put(&self, record: UserRecord) -> Result<PutFuture, SubmitError> {
-        let hash_key = match self.admit(&record).await {
-            Ok(admitted) => admitted,
-            Err(kind) => return Err(refuse(kind, record)),
-        };
+        if let Err(kind) = self.admit(&record).await {
+            return Err(refuse(kind, record));
+        }
         match self.inner.capacity.try_acquire(&record) {
-            Ok(()) => self.enqueue(record, hash_key).await,
+            Ok(()) => self.enqueue(record).await,
             Err(Refused::Full(what)) => Err(refuse(SubmitErrorKind::Full { what }, record)),
             Err(Refused::Closed) => Err(refuse(SubmitErrorKind::ShutDown, record)),
         }
@@ -173,10 +167,9 @@ impl Producer {
     /// `put` when nothing has to wait: the stream is loaded and there is capacity and room in
     /// the inbox. Otherwise the record comes back untouched, for `put` to wait.
     fn put_now(&self, record: UserRecord) -> Result<Result<PutFuture, SubmitError>, UserRecord> {
-        let hash_key = match self.check(&record) {
-            Ok(hash_key) => hash_key,
-            Err(kind) => return Ok(Err(refuse(kind, record))),
-        };
+        if let Err(kind) = self.check(&record) {
+            return Ok(Err(refuse(kind, record)));
+        }
         let size = record.kinesis_size();
         if size > DEFAULT_RECORD_LIMIT || !self.inner.streams.is_loaded(&record.stream) {
             return Err(record);
@@ -186,7 +179,7 @@ impl Producer {
             Err(Refused::Full(_)) => return Err(record),
             Err(Refused::Closed) => return Ok(Err(refuse(SubmitErrorKind::ShutDown, record))),
         }
-        let (pending, receiver) = self.pending(record, hash_key);
+        let (pending, receiver) = self.pending(record);
         match self.inner.commands.try_send(Command::Put(pending)) {
             Ok(()) => Ok(Ok(self.accepted(receiver))),
             Err(TrySendError::Full(command)) => {
@@ -202,8 +195,8 @@ impl Producer {
 
     /// Validates the record and makes sure its stream's shard map is loaded; a record above
     /// 1 MiB is checked against the stream's own limit.
-    async fn admit(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
-        let hash_key = self.check(record)?;
+    async fn admit(&self, record: &UserRecord) -> Result<(), SubmitErrorKind> {
+        self.check(record)?;
         let (streams, api) = (&self.inner.streams, &*self.inner.api);
         streams
             .ensure_loaded(&record.stream, api, self.inner.config.record_ttl)
@@ -216,11 +209,11 @@ impl Producer {
                 return Err(SubmitErrorKind::TooLarge { size, max });
             }
         }
-        Ok(hash_key)
+        Ok(())
     }
 
-    /// Validates the record; returns its explicit hash key, if any.
-    fn check(&self, record: &UserRecord) -> Result<HashKey, SubmitErrorKind> {
+    /// Validates the record.
+    fn check(&self, record: &UserRecord) -> Result<(), SubmitErrorKind> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SubmitErrorKind::ShutDown);
         }
@@ -229,11 +222,10 @@ impl Producer {
         }
         validate_partition_key(&record.partition_key)?;
         // A partition key's hash is computed by the dispatcher, many at a time (see
-        // `Dispatcher::on_commands`); an explicit hash key is checked here.
-        let hash_key = match &record.explicit_hash_key {
-            Some(explicit) => HashKey::parse_explicit_strict(explicit)?,
-            None => HashKey::MIN,
-        };
+        // `Dispatcher::on_commands`); an explicit hash key is checked here (and read there).
+        if let Some(explicit) = &record.explicit_hash_key {
+            HashKey::parse_explicit_strict(explicit)?;
+        }
         // Above 1 MiB, the stream's own limit decides too (see `admit`).
         let size = record.kinesis_size();
         let config = &self.inner.config;
@@ -248,16 +240,12 @@ impl Producer {
             let max = config.max_outstanding_bytes;
             return Err(SubmitErrorKind::TooLarge { size, max });
         }
-        Ok(hash_key)
+        Ok(())
     }
 
     /// Hands a record holding its capacity to the dispatcher.
-    async fn enqueue(
-        &self,
-        record: UserRecord,
-        hash_key: HashKey,
-    ) -> Result<PutFuture, SubmitError> {
-        let (pending, receiver) = self.pending(record, hash_key);
+    async fn enqueue(&self, record: UserRecord) -> Result<PutFuture, SubmitError> {
+        let (pending, receiver) = self.pending(record);
         match self.inner.commands.send(Command::Put(pending)).await {
             Ok(()) => Ok(self.accepted(receiver)),
             Err(command) => {
@@ -268,22 +256,9 @@ impl Producer {
     }
 
     /// The pipeline's form of a record that holds its capacity, and its result's receiver.
-    fn pending(
-        &self,
-        record: UserRecord,
-        hash_key: HashKey,
-    ) -> (Pending, slots::Receiver<PutResult>) {
+    fn pending(&self, record: UserRecord) -> (Incoming, slots::Receiver<PutResult>) {
         let (reply, receiver) = RESULT_SLOTS.with(Slots::pair);
-        let pending = Pending {
-            record,
-            hash_key,
-            // The dispatcher stamps the real arrival, one clock read per batch it takes.
-            arrival: self.inner.started,
-            retry: None,
-            reply,
-            epoch: 0,
-        };
-        (pending, receiver)
+        (Incoming { record, reply }, receiver)
     }
 
     fn accepted(&self, receiver: slots::Receiver<PutResult>) -> PutFuture {

@@ -3,6 +3,8 @@
 
 use kinesis_format::HashKey;
 
+use crate::pipeline::pending::Incoming;
+
 use super::*;
 
 impl Dispatcher {
@@ -12,20 +14,27 @@ impl Dispatcher {
         let mut run: Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)> = None;
         // One clock read for the batch: they all arrived by now.
         let now = Instant::now();
-        for window in inbox.chunks_mut(WINDOW) {
-            hash_partition_keys(window);
-        }
-        for command in inbox.drain(..) {
-            match command {
-                Command::Put(p) => self.on_put(p, now, &mut run),
-                Command::Flush => self.flushing = true,
-                Command::FlushAndWait(done) => {
-                    self.flushing = true;
-                    self.epochs.wait(done);
-                }
-                Command::Shutdown => {
-                    self.shutting_down = true;
-                    self.flushing = true;
+        let mut hashes = [HashKey::MIN; WINDOW];
+        let mut commands = inbox.drain(..);
+        loop {
+            let window = commands.as_slice();
+            let n = window.len().min(WINDOW);
+            if n == 0 {
+                break;
+            }
+            hash_keys(&window[..n], &mut hashes[..n]);
+            for (hash, command) in hashes[..n].iter().zip(commands.by_ref()) {
+                match command {
+                    Command::Put(incoming) => self.on_put(incoming, *hash, now, &mut run),
+                    Command::Flush => self.flushing = true,
+                    Command::FlushAndWait(done) => {
+                        self.flushing = true;
+                        self.epochs.wait(done);
+                    }
+                    Command::Shutdown => {
+                        self.shutting_down = true;
+                        self.flushing = true;
+                    }
                 }
             }
         }
@@ -35,12 +44,12 @@ impl Dispatcher {
     /// Stamps a new record and routes it; `run` is the stream of the records just before it.
     fn on_put(
         &mut self,
-        mut p: Pending,
+        incoming: Incoming,
+        hash_key: HashKey,
         now: Instant,
         run: &mut Option<(Arc<StreamEntry>, Arc<ShardMap>, u64)>,
     ) {
-        p.epoch = self.epochs.accept();
-        p.arrival = now;
+        let p = incoming.into_pending(hash_key, now, self.epochs.accept());
         let same = run.as_ref().is_some_and(|(entry, _, _)| {
             // Pointer first: the names' bytes share a cache line with a reference count the
             // caller's thread may be changing.
@@ -108,22 +117,26 @@ impl Dispatcher {
 /// Commands handled together: their partition keys are hashed side by side.
 const WINDOW: usize = 64;
 
-/// Computes the hash keys of new records routed by partition key, side by side.
-fn hash_partition_keys(window: &mut [Command]) {
-    let (at, keys): (Vec<usize>, Vec<&str>) = window
-        .iter()
-        .enumerate()
-        .filter_map(|(i, command)| match command {
-            Command::Put(p) if p.record.explicit_hash_key.is_none() => {
-                Some((i, p.record.partition_key.as_str()))
+/// The hash keys of a window of commands' records (`HashKey::MIN` for other commands): partition
+/// keys are hashed side by side; explicit hash keys (checked by `put`) are read.
+fn hash_keys(window: &[Command], out: &mut [HashKey]) {
+    let mut at = Vec::with_capacity(window.len());
+    let mut keys = Vec::with_capacity(window.len());
+    for (i, command) in window.iter().enumerate() {
+        out[i] = HashKey::MIN;
+        if let Command::Put(incoming) = command {
+            match &incoming.record.explicit_hash_key {
+                None => {
+                    at.push(i);
+                    keys.push(incoming.record.partition_key.as_str());
+                }
+                Some(explicit) => {
+                    out[i] = HashKey::parse_explicit(explicit).unwrap_or(HashKey::MIN);
+                }
             }
-            _ => None,
-        })
-        .unzip();
-    let hashes = HashKey::from_partition_keys(&keys);
-    for (i, hash) in at.into_iter().zip(hashes) {
-        if let Command::Put(p) = &mut window[i] {
-            p.hash_key = hash;
         }
+    }
+    for (i, hash) in at.into_iter().zip(HashKey::from_partition_keys(&keys)) {
+        out[i] = hash;
     }
 }

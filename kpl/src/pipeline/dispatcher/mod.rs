@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashSet};
-use kinesis_format::HashKeyRange;
+use kinesis_format::{HashKey, HashKeyRange};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::capacity::{Capacity, bytes_of};
 use super::collector::Collector;
 use super::epochs::Epochs;
 use super::inbox::Inbox;
-use super::pending::{KinesisRecord, Pending, Retry, StreamId, seal_all};
+use super::pending::{Incoming, KinesisRecord, Pending, Retry, StreamId, seal_all};
 use super::retry::{Backoff, Class, classify_call, classify_code};
 use super::shard_map::ShardMap;
 use super::streams::{StreamEntry, Streams, begin_refresh, end_refresh};
@@ -42,9 +42,8 @@ mod outcome;
 #[derive(Debug)]
 // Unboxed on purpose: a Box per record, allocated by the caller's thread and freed by the
 // dispatcher's, costs more (measured with glibc malloc) than moving the record through the channel.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
-    Put(Pending),
+    Put(Incoming),
     Flush,
     /// Flush, and tell the sender once every record received before this command has resolved.
     FlushAndWait(oneshot::Sender<()>),
@@ -208,7 +207,8 @@ impl Dispatcher {
         // Anything that raced in after shutdown began gets its record back.
         self.commands.close();
         for command in self.commands.take_all() {
-            if let Command::Put(p) = command {
+            if let Command::Put(incoming) = command {
+                let p = incoming.into_pending(HashKey::MIN, Instant::now(), 0);
                 self.give_up(p, PutErrorKind::Stopped);
             }
         }
