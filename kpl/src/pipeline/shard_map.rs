@@ -1,5 +1,6 @@
-//! Which shard owns a hash key: the open shards of one stream sorted by range, searched with a
-//! binary search; plus the range of every shard ever seen, to check where a record really landed.
+//! Which shard owns a hash key: the open shards of one stream sorted by range, found through an
+//! index of the key space's top bits; plus the range of every shard ever seen, to check where a
+//! record really landed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,14 @@ pub(crate) struct Shard {
 pub(crate) struct ShardMap {
     /// Open shards, sorted by starting hash key.
     open: Vec<(HashKeyRange, Shard)>,
+    /// The key space cut into `2^bits` equal buckets (at least four per open shard, at most
+    /// 2^16): entry `b` is the first open shard whose range ends at or after bucket `b`'s first
+    /// key, and a last entry holds `open.len()`. A key's owner lies between its bucket's entry
+    /// and the next, usually the same shard: one look-up instead of a binary search whose
+    /// branches random keys mispredict (about 30 ns a record at 64 shards).
+    buckets: Vec<u32>,
+    /// `128 - bits`: a key's bucket is `key >> shift`.
+    shift: u32,
     /// Every shard seen in any listing, open or closed.
     known: HashMap<Arc<str>, HashKeyRange>,
 }
@@ -52,7 +61,13 @@ impl ShardMap {
             })
             .collect();
         open.sort_by_key(|(range, _)| range.start);
-        ShardMap { open, known }
+        let (buckets, shift) = buckets(&open);
+        ShardMap {
+            open,
+            known,
+            buckets,
+            shift,
+        }
     }
 
     /// Adds ranges from a listing of all shards (used when a record lands on an unknown shard).
@@ -64,7 +79,13 @@ impl ShardMap {
 
     /// The open shard owning `key`, if any (a map caught mid-reshard can have gaps).
     pub(crate) fn predict(&self, key: HashKey) -> Option<&Shard> {
-        let i = self.open.partition_point(|(range, _)| range.end < key);
+        // An empty map has no buckets (the default) or a single pair of zeros.
+        let bucket = usize::try_from(key.0.checked_shr(self.shift).unwrap_or(0)).ok()?;
+        let (lo, hi) = match (self.buckets.get(bucket), self.buckets.get(bucket + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.open.len()),
+        };
+        let i = lo + self.open[lo..hi].partition_point(|(range, _)| range.end < key);
         self.open
             .get(i)
             .filter(|(range, _)| range.contains(key))
@@ -86,6 +107,24 @@ impl ShardMap {
     pub(crate) fn open_shards(&self) -> usize {
         self.open.len()
     }
+}
+
+/// The bucket index of a sorted shard list (see [`ShardMap::buckets`]).
+fn buckets(open: &[(HashKeyRange, Shard)]) -> (Vec<u32>, u32) {
+    let wanted = (open.len().max(1) * 4).next_power_of_two().min(1 << 16);
+    let bits = wanted.trailing_zeros();
+    let shift = 128 - bits;
+    let mut buckets = Vec::with_capacity(wanted + 1);
+    let mut i = 0;
+    for b in 0..wanted as u128 {
+        let first_key = b << shift;
+        while i < open.len() && open[i].0.end.0 < first_key {
+            i += 1;
+        }
+        buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
+    }
+    buckets.push(u32::try_from(open.len()).unwrap_or(u32::MAX));
+    (buckets, shift)
 }
 
 #[cfg(test)]
@@ -117,6 +156,67 @@ mod tests {
         assert_eq!(owner(199).as_deref(), Some("b"));
         assert_eq!(owner(200).as_deref(), Some("c"));
         assert_eq!(owner(u128::MAX).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn the_bucket_index_finds_what_a_binary_search_finds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..200 {
+            // A random map: cut points anywhere (some very close together, as after many
+            // splits of one shard), and now and then a gap (a map caught mid-reshard).
+            let cuts = rng.random_range(0..(if round % 10 == 0 { 3000 } else { 40 }));
+            let mut points: Vec<u128> = (0..cuts)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        (1u128 << 100) + rng.random_range(0..1_000u128)
+                    } else {
+                        rng.random()
+                    }
+                })
+                .collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut shards = Vec::new();
+            let mut start = 0u128;
+            for (n, &cut) in points.iter().chain([&u128::MAX]).enumerate() {
+                if cut < start {
+                    continue;
+                }
+                if !rng.random_bool(0.05) {
+                    shards.push(shard(&format!("s{n}"), start, cut));
+                }
+                start = cut.saturating_add(1);
+            }
+            let map = ShardMap::new(shards, None);
+            let naive = |key: u128| {
+                map.open
+                    .iter()
+                    .find(|(r, _)| r.contains(HashKey(key)))
+                    .map(|(_, s)| s.id.clone())
+            };
+            let mut keys: Vec<u128> = (0..300).map(|_| rng.random()).collect();
+            keys.extend(
+                points
+                    .iter()
+                    .flat_map(|&p| [p, p.wrapping_add(1)])
+                    .take(300),
+            );
+            keys.extend([0, u128::MAX, 1u128 << 100]);
+            for key in keys {
+                assert_eq!(
+                    map.predict(HashKey(key)).map(|s| s.id.clone()),
+                    naive(key),
+                    "round {round}, key {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_map_predicts_nothing() {
+        assert_eq!(ShardMap::default().predict(HashKey(5)), None);
+        assert_eq!(ShardMap::new(Vec::new(), None).predict(HashKey::MAX), None);
     }
 
     #[test]
