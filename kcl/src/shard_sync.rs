@@ -106,10 +106,38 @@ pub(crate) async fn sync(
     let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
+    let existing = store.list().await.map_err(SyncError::Leases)?;
+    create_missing(&mut shards, stream, store, &existing).await
+}
+
+/// [`sync`] with the lease table as listed already: a multi-stream worker's round lists the
+/// table once for all its streams (one Scan a round, not one per stream). A listing taken
+/// before the shards were is safe: a shard's lease is deleted only after its children's exist,
+/// so an older listing shows more finished shards as leased or superseded, never fewer; leases
+/// created since are created again only if absent.
+pub(crate) async fn sync_listed(
+    kinesis: &dyn Kinesis,
+    stream: &StreamContext,
+    store: &Arc<dyn LeaseStore>,
+    jitter: &Jitter,
+    existing: &[Lease],
+) -> Result<usize, SyncError> {
+    let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
+        .await
+        .map_err(SyncError::Kinesis)?;
+    create_missing(&mut shards, stream, store, existing).await
+}
+
+/// Creates the leases `shards` call for, given the `existing` leases of the table.
+async fn create_missing(
+    shards: &mut [Shard],
+    stream: &StreamContext,
+    store: &Arc<dyn LeaseStore>,
+    existing: &[Lease],
+) -> Result<usize, SyncError> {
     stream
         .closed
         .set(shards.iter().filter(|s| s.closed).map(|s| s.id.clone()));
-    let existing = store.list().await.map_err(SyncError::Leases)?;
     // By shard id: a multi-stream table holds other streams' leases too.
     let existing: HashMap<&str, &Lease> = existing
         .iter()
@@ -128,7 +156,7 @@ pub(crate) async fn sync(
     // its child's (a child finding no parent lease would not wait for it).
     let mut levels: Vec<Vec<Lease>> = Vec::new();
     let mut level_of: HashMap<String, usize> = HashMap::new();
-    for shard in &shards {
+    for shard in shards.iter() {
         let id = shard.id.as_str();
         if existing.contains_key(id) || superseded.contains(id) {
             continue;

@@ -41,6 +41,8 @@ pub struct MemoryLeaseStore {
     /// Every stored checkpoint, in the order stored (held while storing, so the order is exact).
     checkpoints: Mutex<Vec<(String, CheckpointPosition)>>,
     trouble: Mutex<Trouble>,
+    /// Calls made, by operation (as named in errors: "memory Scan", "memory PutItem"...).
+    calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl MemoryLeaseStore {
@@ -87,12 +89,26 @@ impl MemoryLeaseStore {
             .collect()
     }
 
+    /// How many calls of `operation` were made so far (failed ones included), by the name its
+    /// errors carry: "memory Scan" for [`list`](LeaseStore::list), "memory Query" for
+    /// [`owned_by`](LeaseStore::owned_by), and so on. For tests that count the table's reads.
+    pub fn calls(&self, operation: &str) -> u64 {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(operation).copied().unwrap_or(0)
+    }
+
     fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
         self.trouble.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The latency, the outage and the random failures, before a call.
     async fn enter(&self, operation: &'static str) -> Result<(), LeaseError> {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(operation)
+            .or_default() += 1;
         let latency = self.trouble().latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

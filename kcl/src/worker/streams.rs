@@ -96,11 +96,31 @@ impl Worker {
             return Some(stop);
         }
         let still: Vec<Arc<StreamContext>> = self.active.all();
-        for stream in before
+        let streams: Vec<Arc<StreamContext>> = before
             .into_iter()
             .filter(|s| still.iter().any(|t| Arc::ptr_eq(s, t)))
-        {
-            let synced = shard_sync::sync(&*self.kinesis, &stream, &self.store, &self.jitter).await;
+            .collect();
+        if streams.is_empty() {
+            return None;
+        }
+        // One listing of the table serves every stream of the round.
+        let existing = match self.store.list().await {
+            Ok(existing) => existing,
+            Err(e @ LeaseError::TableNotFound { .. }) => return Some(table_gone(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "periodic shard sync could not list the lease table; trying again next round");
+                return None;
+            }
+        };
+        for stream in streams {
+            let synced = shard_sync::sync_listed(
+                &*self.kinesis,
+                &stream,
+                &self.store,
+                &self.jitter,
+                &existing,
+            )
+            .await;
             let stop = match synced {
                 Ok(_) => None,
                 Err(SyncError::Kinesis(e)) if e.class() == Class::Fatal => {
