@@ -1,7 +1,9 @@
-//! How often a worker reads the whole lease table, counted on the in-memory store under tokio's
-//! paused clock: a multi-stream worker's shard sync lists the table once a round for all its
-//! streams, so it Scans no more than a single-stream worker does once both are running.
+//! What a running worker asks of its lease table, counted on the in-memory store under tokio's
+//! paused clock: the steady-state calls per minute with the default intervals (the budget the
+//! kcl README states), and a multi-stream worker's shard sync, which lists the table once a round
+//! for all its streams, so it Scans no more than a single-stream worker does.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,8 @@ mod common;
 use async_trait::async_trait;
 use kcl::leases::MemoryLeaseStore;
 use kcl::{
-    Checkpointer, ProcessRecordsInput, ProcessorResult, RecordProcessor, StreamSpec, Worker,
+    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
+    StreamSpec, Worker,
 };
 use kinesis_api::memory::MemoryKinesis;
 
@@ -85,4 +88,79 @@ async fn a_multi_stream_worker_scans_the_table_once_per_shard_sync_round_not_onc
         one <= (RUN_FOR.as_secs() / 2) + rounds as u64 + 2,
         "1 stream: {one} Scans in {RUN_FOR:?}"
     );
+}
+
+/// Every operation's calls per minute over `minutes` of a worker that holds the leases of one
+/// idle stream of `shards` shards, with the default intervals.
+async fn calls_per_minute(shards: u32, minutes: u64) -> BTreeMap<&'static str, f64> {
+    const OPERATIONS: [&str; 7] = [
+        "memory Scan",
+        "memory Query",
+        "memory GetItem",
+        "memory PutItem",
+        "memory UpdateItem",
+        "memory DeleteItem",
+        "memory DescribeTable",
+    ];
+    let kinesis = Arc::new(MemoryKinesis::with_seed(2));
+    kinesis.create_stream("s", shards);
+    let store = Arc::new(MemoryLeaseStore::new());
+    let worker = Worker::builder()
+        .kinesis(kinesis.clone())
+        .lease_store(store.clone())
+        .stream("s")
+        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> { Box::new(Idle) })
+        .config(
+            kcl::WorkerConfig::default()
+                .worker_id("w")
+                .jitter_seed(5)
+                .initial_position(InitialPosition::TrimHorizon),
+        )
+        .build()
+        .unwrap();
+    let status = worker.status_handle();
+    let stop = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+    for _ in 0..600 {
+        if status.snapshot().shards.len() == shards as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status.snapshot().shards.len(),
+        shards as usize,
+        "leases taken"
+    );
+    let before: Vec<u64> = OPERATIONS.iter().map(|op| store.calls(op)).collect();
+    tokio::time::sleep(Duration::from_secs(60 * minutes)).await;
+    let rates = OPERATIONS
+        .iter()
+        .zip(before)
+        .map(|(op, before)| (*op, (store.calls(op) - before) as f64 / minutes as f64))
+        .collect();
+    stop.shutdown();
+    task.await.unwrap().unwrap();
+    rates
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_steady_state_a_worker_renews_each_lease_18_times_a_minute_and_scans_about_4_times() {
+    let rates = calls_per_minute(10, 30).await;
+    let rate = |op: &str| rates[op];
+    // Renewals: every failover / 3 = 3.3 s, per lease (each one conditional UpdateItem).
+    assert!(
+        (179.0..=181.0).contains(&rate("memory UpdateItem")),
+        "{rates:?}"
+    );
+    // Take rounds every 20 s (3), shard sync every minute (1), cleanup every 5 minutes (0.2).
+    assert!((4.0..=4.4).contains(&rate("memory Scan")), "{rates:?}");
+    for op in [
+        "memory Query",
+        "memory GetItem",
+        "memory PutItem",
+        "memory DeleteItem",
+    ] {
+        assert_eq!(rate(op), 0.0, "{op}: {rates:?}");
+    }
 }
