@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use kcl::leases::MemoryLeaseStore;
 use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
-    StreamSpec, Worker,
+    StreamSpec, Worker, WorkerConfig,
 };
 use kinesis_api::memory::MemoryKinesis;
 
@@ -34,43 +34,72 @@ impl RecordProcessor for Idle {
 const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 const RUN_FOR: Duration = Duration::from_secs(120);
 
-/// The Scans (and all calls) a worker reading `streams` streams of 2 shards makes in `RUN_FOR`
-/// of simulated time after it has taken its leases.
-async fn scans_while_running(streams: usize) -> u64 {
+/// The lease-store operations counted, by the names the in-memory store gives them.
+const OPERATIONS: [&str; 7] = [
+    "memory Scan",
+    "memory Query",
+    "memory GetItem",
+    "memory PutItem",
+    "memory UpdateItem",
+    "memory DeleteItem",
+    "memory DescribeTable",
+];
+
+/// The calls by operation a worker with `config` reading `streams` (each of `shards` idle
+/// shards) makes in `run_for` of simulated time once it holds every lease.
+async fn calls_while_running(
+    streams: usize,
+    shards: u32,
+    config: WorkerConfig,
+    run_for: Duration,
+) -> BTreeMap<&'static str, u64> {
     let kinesis = Arc::new(MemoryKinesis::with_seed(1));
     let names: Vec<String> = (0..streams).map(|i| format!("s{i}")).collect();
     for name in &names {
-        kinesis.create_stream(name, 2);
+        kinesis.create_stream(name, shards);
     }
     let store = Arc::new(MemoryLeaseStore::new());
-    let worker = Worker::builder()
+    let builder = Worker::builder()
         .kinesis(kinesis.clone())
         .lease_store(store.clone())
-        .streams(names.iter().map(StreamSpec::new).collect::<Vec<_>>())
         .processor_factory(|_: &str| -> Box<dyn RecordProcessor> { Box::new(Idle) })
-        .config(
-            common::quick_config()
-                .take_interval(Duration::from_secs(2))
-                .shard_sync_interval(SYNC_INTERVAL),
-        )
-        .build()
-        .unwrap();
+        .config(config);
+    let worker = if streams == 1 {
+        builder.stream("s0")
+    } else {
+        builder.streams(names.iter().map(StreamSpec::new).collect::<Vec<_>>())
+    }
+    .build()
+    .unwrap();
+    let leases = streams * shards as usize;
     let status = worker.status_handle();
     let stop = worker.shutdown_handle();
     let task = tokio::spawn(worker.run());
     for _ in 0..600 {
-        if status.snapshot().shards.len() == 2 * streams {
+        if status.snapshot().shards.len() == leases {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status.snapshot().shards.len(), 2 * streams, "leases taken");
-    let before = store.calls("memory Scan");
-    tokio::time::sleep(RUN_FOR).await;
-    let scans = store.calls("memory Scan") - before;
+    assert_eq!(status.snapshot().shards.len(), leases, "leases taken");
+    let before: Vec<u64> = OPERATIONS.iter().map(|op| store.calls(op)).collect();
+    tokio::time::sleep(run_for).await;
+    let calls = OPERATIONS
+        .iter()
+        .zip(before)
+        .map(|(op, before)| (*op, store.calls(op) - before))
+        .collect();
     stop.shutdown();
     task.await.unwrap().unwrap();
-    scans
+    calls
+}
+
+/// The Scans a worker reading `streams` streams of 2 shards makes in `RUN_FOR`.
+async fn scans_while_running(streams: usize) -> u64 {
+    let config = common::quick_config()
+        .take_interval(Duration::from_secs(2))
+        .shard_sync_interval(SYNC_INTERVAL);
+    calls_while_running(streams, 2, config, RUN_FOR).await["memory Scan"]
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,55 +122,16 @@ async fn a_multi_stream_worker_scans_the_table_once_per_shard_sync_round_not_onc
 /// Every operation's calls per minute over `minutes` of a worker that holds the leases of one
 /// idle stream of `shards` shards, with the default intervals.
 async fn calls_per_minute(shards: u32, minutes: u64) -> BTreeMap<&'static str, f64> {
-    const OPERATIONS: [&str; 7] = [
-        "memory Scan",
-        "memory Query",
-        "memory GetItem",
-        "memory PutItem",
-        "memory UpdateItem",
-        "memory DeleteItem",
-        "memory DescribeTable",
-    ];
-    let kinesis = Arc::new(MemoryKinesis::with_seed(2));
-    kinesis.create_stream("s", shards);
-    let store = Arc::new(MemoryLeaseStore::new());
-    let worker = Worker::builder()
-        .kinesis(kinesis.clone())
-        .lease_store(store.clone())
-        .stream("s")
-        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> { Box::new(Idle) })
-        .config(
-            kcl::WorkerConfig::default()
-                .worker_id("w")
-                .jitter_seed(5)
-                .initial_position(InitialPosition::TrimHorizon),
-        )
-        .build()
-        .unwrap();
-    let status = worker.status_handle();
-    let stop = worker.shutdown_handle();
-    let task = tokio::spawn(worker.run());
-    for _ in 0..600 {
-        if status.snapshot().shards.len() == shards as usize {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        status.snapshot().shards.len(),
-        shards as usize,
-        "leases taken"
-    );
-    let before: Vec<u64> = OPERATIONS.iter().map(|op| store.calls(op)).collect();
-    tokio::time::sleep(Duration::from_secs(60 * minutes)).await;
-    let rates = OPERATIONS
-        .iter()
-        .zip(before)
-        .map(|(op, before)| (*op, (store.calls(op) - before) as f64 / minutes as f64))
-        .collect();
-    stop.shutdown();
-    task.await.unwrap().unwrap();
-    rates
+    let config = WorkerConfig::default()
+        .worker_id("w")
+        .jitter_seed(5)
+        .initial_position(InitialPosition::TrimHorizon);
+    let run_for = Duration::from_secs(60 * minutes);
+    let calls = calls_while_running(1, shards, config, run_for).await;
+    calls
+        .into_iter()
+        .map(|(op, n)| (op, n as f64 / minutes as f64))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
