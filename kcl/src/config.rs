@@ -44,6 +44,7 @@ pub struct WorkerConfig {
     pub(crate) graceful_handoff_timeout: Duration,
     pub(crate) balance_floor_kbps: Option<f64>,
     pub(crate) former_stream_leases: crate::streams::FormerStreamLeases,
+    pub(crate) slow_call_warning: Option<Duration>,
 }
 
 /// A setting a worker cannot run with.
@@ -86,6 +87,7 @@ impl Default for WorkerConfig {
             graceful_handoff_timeout: Duration::from_secs(30),
             balance_floor_kbps: None,
             former_stream_leases: crate::streams::FormerStreamLeases::Keep,
+            slow_call_warning: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -289,6 +291,17 @@ impl WorkerConfig {
         self
     }
 
+    /// When a call into the processor (`initialize`, `process_records`, `shard_ended`,
+    /// `shutdown_requested`, `lease_lost`) has not returned after this long, a warning names the
+    /// shard and the call, and again each time its running time doubles, until it returns; the
+    /// call is never cancelled (its shard makes no progress meanwhile, while its lease is still
+    /// renewed). Each warning also counts in `ProcessorCall.Slow`. Default 60 s (the Java KCL's
+    /// `logWarningForTaskAfterMillis`, off there by default); `None` turns the warnings off.
+    pub fn slow_processor_call_warning(mut self, after: Option<Duration>) -> Self {
+        self.slow_call_warning = after;
+        self
+    }
+
     /// Checks every setting; [`crate::Worker::run`] calls it first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting: &'static str, problem: &str| {
@@ -317,6 +330,12 @@ impl WorkerConfig {
             if value.is_zero() {
                 return bad(setting, "must be greater than zero");
             }
+        }
+        if self.slow_call_warning.is_some_and(|after| after.is_zero()) {
+            return bad(
+                "slow_processor_call_warning",
+                "must be greater than zero (None turns the warnings off)",
+            );
         }
         if self.renew_interval >= self.failover_time {
             return Err(ConfigError {
@@ -384,6 +403,13 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.setting, "renew_interval");
+        let err = WorkerConfig::default()
+            .slow_processor_call_warning(Some(Duration::ZERO))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "slow_processor_call_warning");
+        let off = WorkerConfig::default().slow_processor_call_warning(None);
+        assert_eq!(off.validate(), Ok(()));
         let err = WorkerConfig::default()
             .renew_interval(Duration::from_secs(10))
             .validate()

@@ -101,6 +101,11 @@ pub(crate) fn describe() {
             Unit::Count,
             "Leases lost to another worker, or given up when not renewed in time"
         );
+        describe_counter!(
+            "ProcessorCall.Slow",
+            Unit::Count,
+            "Warnings that a processor call has not returned (see slow_processor_call_warning)"
+        );
     });
 }
 
@@ -172,4 +177,14 @@ pub(crate) fn handed_off() {
 /// A lease asked for and now held, after `waited`.
 pub(crate) fn hand_off_wait(waited: Duration) {
     histogram!("HandOff.Time").record(ms(waited));
+}
+
+/// A processor call on `shard` still running after the warning time (or a doubling of it).
+pub(crate) fn slow_call(stream: &str, shard: &str, call: &'static str) {
+    let labels = [
+        ("stream", stream.to_owned()),
+        ("shard", shard.to_owned()),
+        ("call", call.to_owned()),
+    ];
+    counter!("ProcessorCall.Slow", &labels).increment(1);
 }

@@ -17,6 +17,7 @@
 //! ```
 
 mod shard_consumer;
+mod slow_call;
 mod state;
 
 pub(crate) use shard_consumer::ShardConsumer;

@@ -1,5 +1,6 @@
 //! The task that processes one leased shard through its states.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use kinesis_format::{ExtendedSequenceNumber, HashKeyRange};
 use kinesis_retry::Class;
 use tokio_util::sync::CancellationToken;
 
+use super::slow_call::{Watched, watch};
 use super::state::{Event, Reading, ShardOutcome, ShardState, Step, Stop, transition};
 use crate::checkpoint::Checkpointer;
 use crate::config::{InitialPosition, WorkerConfig};
@@ -79,10 +81,17 @@ impl ShardConsumer {
                 }
                 ShardState::Stopping(stop) => {
                     let (call, result) = match stop {
-                        Stop::LeaseLost => ("lease_lost", processor.lease_lost().await),
+                        Stop::LeaseLost => (
+                            "lease_lost",
+                            self.call("lease_lost", processor.lease_lost()).await,
+                        ),
                         Stop::Shutdown | Stop::Fatal(_) => (
                             "shutdown_requested",
-                            processor.shutdown_requested(&checkpointer).await,
+                            self.call(
+                                "shutdown_requested",
+                                processor.shutdown_requested(&checkpointer),
+                            )
+                            .await,
                         ),
                     };
                     if let Err(e) = result {
@@ -202,7 +211,7 @@ impl ShardConsumer {
                 shard_id: self.held.shard_id.clone(),
                 checkpoint: lease.checkpoint.clone(),
             };
-            if let Err(error) = processor.initialize(input).await {
+            if let Err(error) = self.call("initialize", processor.initialize(input)).await {
                 return Event::ProcessorFailed {
                     call: "initialize",
                     error,
@@ -262,6 +271,16 @@ impl ShardConsumer {
                 }
             }
         }
+    }
+
+    /// Awaits a call into the processor, warning while it runs long (see `slow_call`).
+    async fn call<T>(&self, call: &'static str, future: impl Future<Output = T>) -> T {
+        let what = Watched {
+            stream: self.stream.stream.as_str(),
+            shard: &self.held.key,
+            call,
+        };
+        watch(what, self.config.slow_call_warning, future).await
     }
 
     fn limits(&self) -> PrefetchLimits {
@@ -352,12 +371,13 @@ impl ShardConsumer {
         checkpointer.delivered(last.clone());
         let (count, bytes) = (user.len(), user.iter().map(|r| r.data.len()).sum());
         let started = tokio::time::Instant::now();
-        let result = processor
-            .process_records(ProcessRecordsInput {
-                records: user,
-                millis_behind_latest: batch.millis_behind_latest,
-                checkpointer,
-            })
+        let input = ProcessRecordsInput {
+            records: user,
+            millis_behind_latest: batch.millis_behind_latest,
+            checkpointer,
+        };
+        let result = self
+            .call("process_records", processor.process_records(input))
             .await;
         crate::kcl_metrics::processed(
             self.stream.stream.as_str(),
@@ -401,7 +421,10 @@ impl ShardConsumer {
                 tracing::warn!(shard = %shard_id, error = %e, "recording the child shards on the lease failed (cleanup of this lease waits)");
             }
         }
-        if let Err(error) = processor.shard_ended(checkpointer).await {
+        if let Err(error) = self
+            .call("shard_ended", processor.shard_ended(checkpointer))
+            .await
+        {
             return Event::ProcessorFailed {
                 call: "shard_ended",
                 error,
