@@ -126,6 +126,7 @@ pub(crate) async fn fetch(
             tokio::time::sleep_until(at + SUBSCRIBE_INTERVAL).await;
         }
         last_subscribe = Some(tokio::time::Instant::now());
+        crate::kcl_metrics::subscribed(source.stream.as_str(), &shard_id);
         let failure = match kinesis
             .subscribe_to_shard(consumer_arn, &shard_id, &start)
             .await
@@ -173,6 +174,13 @@ pub(crate) async fn fetch(
         // Another subscription to the shard is still open (one a previous owner or a restart left
         // behind): Kinesis lets a new one take over 5 s after it started.
         let in_use = failure.is_code("ResourceInUseException");
+        let kind = match failure.class() {
+            _ if in_use => "in_use",
+            Class::Throttled => "throttled",
+            Class::Transient => "transient",
+            Class::Fatal => "fatal",
+        };
+        crate::kcl_metrics::subscription_failed(source.stream.as_str(), &shard_id, kind);
         match failure.class() {
             Class::Fatal if !in_use => {
                 let _ = tx.send(Err(failure)).await;

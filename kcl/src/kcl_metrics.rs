@@ -102,6 +102,16 @@ pub(crate) fn describe() {
             "Leases lost to another worker, or given up when not renewed in time"
         );
         describe_counter!(
+            "SubscribeToShard.Calls",
+            Unit::Count,
+            "Enhanced fan-out subscriptions started (each lasts up to five minutes)"
+        );
+        describe_counter!(
+            "SubscribeToShard.Failures",
+            Unit::Count,
+            "Subscriptions refused or broken, by kind: in_use (another subscription to the shard took over or is still open), throttled, transient, fatal"
+        );
+        describe_counter!(
             "ProcessorCall.Slow",
             Unit::Count,
             "Warnings that a processor call has not returned (see slow_processor_call_warning)"
@@ -187,4 +197,20 @@ pub(crate) fn slow_call(stream: &str, shard: &str, call: &'static str) {
         ("call", call.to_owned()),
     ];
     counter!("ProcessorCall.Slow", &labels).increment(1);
+}
+
+/// An enhanced fan-out subscription to `shard` started.
+pub(crate) fn subscribed(stream: &str, shard: &str) {
+    let labels = [("stream", stream.to_owned()), ("shard", shard.to_owned())];
+    counter!("SubscribeToShard.Calls", &labels).increment(1);
+}
+
+/// A subscription to `shard` refused or broken; `kind` is in_use, throttled, transient or fatal.
+pub(crate) fn subscription_failed(stream: &str, shard: &str, kind: &'static str) {
+    let labels = [
+        ("stream", stream.to_owned()),
+        ("shard", shard.to_owned()),
+        ("kind", kind.to_owned()),
+    ];
+    counter!("SubscribeToShard.Failures", &labels).increment(1);
 }
