@@ -7,39 +7,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+mod common;
+
+use common::Checkpointing;
+
 use bytes::Bytes;
 use kcl::leases::{LeaseStore, MemoryLeaseStore};
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor, Worker,
-    WorkerConfig,
-};
+use kcl::{InitialPosition, RecordProcessor, Worker, WorkerConfig};
 use kinesis_api::memory::MemoryKinesis;
 use kinesis_api::{Kinesis, PutEntry, ShardFilter, StreamRef};
 use tokio::time::Instant;
 
 const TAKE_INTERVAL: Duration = Duration::from_millis(500);
 const SHARDS: u32 = 12;
-
-struct Checkpointing;
-
-#[async_trait]
-impl RecordProcessor for Checkpointing {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> ProcessorResult {
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 fn worker(id: &str, kinesis: &Arc<MemoryKinesis>, store: &Arc<MemoryLeaseStore>) -> Worker {
     let config = WorkerConfig::default()

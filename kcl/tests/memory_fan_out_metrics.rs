@@ -10,27 +10,11 @@ use std::time::Duration;
 
 mod common;
 
-use async_trait::async_trait;
 use kcl::leases::MemoryLeaseStore;
-use kcl::{Checkpointer, ProcessRecordsInput, ProcessorResult, RecordProcessor, Worker};
+use kcl::{RecordProcessor, Worker};
 use kinesis_api::memory::MemoryKinesis;
 use kinesis_api::{IteratorStart, Kinesis, StreamRef};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-
-struct Idle;
-
-#[async_trait]
-impl RecordProcessor for Idle {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> ProcessorResult {
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 /// The counters since the last snapshot, as (name, labels, count), those at zero left out. A
 /// snapshot resets every value, so one is taken for all of them.
@@ -77,7 +61,9 @@ async fn subscriptions_are_counted_per_shard_and_a_take_over_as_in_use() {
         .kinesis(kinesis.clone())
         .lease_store(Arc::new(MemoryLeaseStore::new()))
         .stream("s")
-        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> { Box::new(Idle) })
+        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> {
+            Box::new(common::Checkpointing)
+        })
         .config(common::quick_config().enhanced_fan_out("app"))
         .build()
         .unwrap();

@@ -9,27 +9,9 @@ use std::time::Duration;
 
 mod common;
 
-use async_trait::async_trait;
 use kcl::leases::MemoryLeaseStore;
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
-    StreamSpec, Worker, WorkerConfig,
-};
+use kcl::{InitialPosition, RecordProcessor, StreamSpec, Worker, WorkerConfig};
 use kinesis_api::memory::MemoryKinesis;
-
-struct Idle;
-
-#[async_trait]
-impl RecordProcessor for Idle {
-    async fn process_records(&mut self, _input: ProcessRecordsInput<'_>) -> ProcessorResult {
-        Ok(())
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 const RUN_FOR: Duration = Duration::from_secs(120);
@@ -62,7 +44,9 @@ async fn calls_while_running(
     let builder = Worker::builder()
         .kinesis(kinesis.clone())
         .lease_store(store.clone())
-        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> { Box::new(Idle) })
+        .processor_factory(|_: &str| -> Box<dyn RecordProcessor> {
+            Box::new(common::Checkpointing)
+        })
         .config(config);
     let worker = if streams == 1 {
         builder.stream("s0")

@@ -1,12 +1,16 @@
-//! What the in-memory worker tests share: a quick worker configuration, numbered records put one
-//! at a time, and a split of a shard in half.
+//! What the in-memory worker tests share: a quick worker configuration, a processor that
+//! checkpoints everything, numbered records put one at a time, and a split of a shard in half.
 
 #![allow(dead_code)] // each test binary uses a part
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use kcl::{InitialPosition, WorkerConfig};
+use kcl::{
+    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorResult, RecordProcessor,
+    WorkerConfig,
+};
 use kinesis_api::memory::MemoryKinesis;
 use kinesis_api::{Kinesis, PutEntry, PutResult, Shard, ShardFilter, StreamRef};
 use kinesis_format::HashKey;
@@ -20,6 +24,27 @@ pub(crate) fn quick_config() -> WorkerConfig {
         .take_interval(Duration::from_millis(200))
         .idle_time_between_reads(Duration::from_millis(200))
         .parent_poll_interval(Duration::from_millis(100))
+}
+
+/// A processor that checkpoints every batch, its shard's end, and when asked to stop.
+pub(crate) struct Checkpointing;
+
+#[async_trait]
+impl RecordProcessor for Checkpointing {
+    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> ProcessorResult {
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &Checkpointer) -> ProcessorResult {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
 }
 
 /// Puts records `from..from + n` into stream "s", one call each, in order (data: the number; key:
