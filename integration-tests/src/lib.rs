@@ -16,6 +16,7 @@ pub mod consume;
 pub mod delivery_file;
 mod env;
 pub mod fault_proxy;
+pub mod java_interop;
 pub mod java_kcl;
 pub mod log_capture;
 mod names;

@@ -10,132 +10,24 @@
 //!   Java KCL resumes on our table with nothing lost and nothing at or before it again;
 //! - (d) a planned move: our worker joins a running Java KCL worker and asks it for a lease
 //!   (KCL 3.x's graceful hand-off): Java's processor checkpoints and stops, ours starts from its
-//!   checkpoint, no record is processed twice, and nothing moves afterwards.
+//!   checkpoint, no record is processed twice, and nothing moves afterwards;
+//! - (e), rolling back from our worker to Java: `java_interop_rollback.rs`.
+//!
+//! What these tests share is `integration_tests::java_interop`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use integration_tests::consume::{DeliveryLog, test_worker_config};
-use integration_tests::java_kcl::rows::{checkpoint, owners, rows};
-use integration_tests::java_kcl::{JavaKcl, JavaOutput};
-use integration_tests::{TestEnv, TestTable, random_name};
-use kcl::{
-    Checkpointer, ConsumerRecord, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker,
+use integration_tests::consume::DeliveryLog;
+use integration_tests::java_interop::{
+    Put, SLOW, as_put, java_puts, produce, produce_with_stats, rust_worker, setup,
 };
+use integration_tests::java_kcl::JavaKcl;
+use integration_tests::java_kcl::rows::{checkpoint, owners, rows};
+use kcl::{Checkpointer, ConsumerRecord, ProcessRecordsInput, RecordProcessor};
 use kinesis_format::ExtendedSequenceNumber;
-use kpl::{Producer, ProducerConfig, UserRecord};
-use rand::Rng;
-
-/// (partition key, data) of a user record.
-type Put = (String, Vec<u8>);
-
-/// The Java consumer slowed down: one Kinesis record (an aggregate of about 250 user records)
-/// per batch, and a pause after each, so that a test can act while it is part way through.
-const SLOW: [(&str, &str); 2] = [
-    ("INTEROP_MAX_RECORDS", "1"),
-    ("INTEROP_BATCH_DELAY_MS", "500"),
-];
-
-/// A stream of `shards` shards and an application name whose tables go with the test.
-async fn setup(
-    prefix: &str,
-    shards: i32,
-) -> (
-    TestEnv,
-    integration_tests::TestStream,
-    String,
-    Vec<TestTable>,
-) {
-    let env = TestEnv::new().await;
-    let stream = env.create_stream(shards).await;
-    let app = random_name(prefix);
-    let tables = tables(&env, &app);
-    (env, stream, app, tables)
-}
-
-/// Our worker `rust-0` on the application's table, reading from TRIM_HORIZON where it has no
-/// checkpoint.
-fn rust_worker(
-    env: &TestEnv,
-    app: &str,
-    stream: &str,
-    factory: impl kcl::RecordProcessorFactory,
-) -> Worker {
-    Worker::new(
-        &env.sdk_config,
-        app,
-        stream,
-        factory,
-        test_worker_config("rust-0", InitialPosition::TrimHorizon),
-    )
-}
-
-/// The lease table and the two tables KCL 3.x adds beside it, deleted at the end.
-fn tables(env: &TestEnv, app: &str) -> Vec<TestTable> {
-    ["", "-CoordinatorState", "-WorkerMetricStats"]
-        .iter()
-        .map(|suffix| TestTable::adopt(env, format!("{app}{suffix}")))
-        .collect()
-}
-
-/// Puts records `range` through our producer (aggregated; random partition keys), returns them
-/// once every one is stored; `between` runs after the first half is stored.
-async fn produce(
-    env: &TestEnv,
-    stream: &str,
-    range: std::ops::Range<usize>,
-    between: impl AsyncFnOnce(),
-) -> Vec<Put> {
-    produce_with_stats(env, stream, range, between).await.0
-}
-
-/// [`produce`], with the producer's statistics.
-async fn produce_with_stats(
-    env: &TestEnv,
-    stream: &str,
-    range: std::ops::Range<usize>,
-    between: impl AsyncFnOnce(),
-) -> (Vec<Put>, kpl::ProducerStats) {
-    let producer = Producer::new(&env.sdk_config, ProducerConfig::default()).expect("producer");
-    let middle = range.start + range.len() / 2;
-    let mut between = Some(between);
-    let mut puts = Vec::new();
-    let mut pending: Vec<kpl::PutFuture> = Vec::new();
-    for i in range {
-        if i == middle {
-            for f in pending.drain(..) {
-                f.await.expect("stored");
-            }
-            if let Some(between) = between.take() {
-                between().await;
-            }
-        }
-        let key = format!("key-{:08x}", rand::rng().random::<u32>());
-        let data = format!("record-{i}").into_bytes();
-        let record = UserRecord::new(stream, key.clone(), Bytes::from(data.clone()));
-        pending.push(producer.put(record).await.expect("accepted"));
-        puts.push((key, data));
-    }
-    for f in pending {
-        f.await.expect("stored");
-    }
-    let stats = producer.stats();
-    producer.shutdown().await;
-    (puts, stats)
-}
-
-fn java_puts(output: &JavaOutput) -> HashSet<Put> {
-    (output.deliveries.iter())
-        .map(|d| (d.key.clone(), d.data.clone()))
-        .collect()
-}
-
-fn as_put(r: &ConsumerRecord) -> Put {
-    (r.partition_key.to_string(), r.data.to_vec())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_the_java_kcl_reads_every_record_our_producer_puts_across_a_split() {
