@@ -174,14 +174,15 @@ pub(crate) async fn fetch(
         // Another subscription to the shard is still open (one a previous owner or a restart left
         // behind): Kinesis lets a new one take over 5 s after it started.
         let in_use = failure.is_code("ResourceInUseException");
-        let kind = match failure.class() {
+        let class = failure.class();
+        let kind = match class {
             _ if in_use => "in_use",
             Class::Throttled => "throttled",
             Class::Transient => "transient",
             Class::Fatal => "fatal",
         };
         crate::kcl_metrics::subscription_failed(source.stream.as_str(), &shard_id, kind);
-        match failure.class() {
+        match class {
             Class::Fatal if !in_use => {
                 let _ = tx.send(Err(failure)).await;
                 return;

@@ -103,11 +103,8 @@ pub(crate) async fn sync(
     store: &Arc<dyn LeaseStore>,
     jitter: &Jitter,
 ) -> Result<usize, SyncError> {
-    let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
-        .await
-        .map_err(SyncError::Kinesis)?;
     let existing = store.list().await.map_err(SyncError::Leases)?;
-    create_missing(&mut shards, stream, store, &existing).await
+    sync_listed(kinesis, stream, store, jitter, &existing).await
 }
 
 /// [`sync`] with the lease table as listed already: a multi-stream worker's round lists the
@@ -125,16 +122,6 @@ pub(crate) async fn sync_listed(
     let mut shards = list_all_shards(kinesis, &stream.stream, jitter)
         .await
         .map_err(SyncError::Kinesis)?;
-    create_missing(&mut shards, stream, store, existing).await
-}
-
-/// Creates the leases `shards` call for, given the `existing` leases of the table.
-async fn create_missing(
-    shards: &mut [Shard],
-    stream: &StreamContext,
-    store: &Arc<dyn LeaseStore>,
-    existing: &[Lease],
-) -> Result<usize, SyncError> {
     stream
         .closed
         .set(shards.iter().filter(|s| s.closed).map(|s| s.id.clone()));
@@ -156,7 +143,7 @@ async fn create_missing(
     // its child's (a child finding no parent lease would not wait for it).
     let mut levels: Vec<Vec<Lease>> = Vec::new();
     let mut level_of: HashMap<String, usize> = HashMap::new();
-    for shard in shards.iter() {
+    for shard in &shards {
         let id = shard.id.as_str();
         if existing.contains_key(id) || superseded.contains(id) {
             continue;

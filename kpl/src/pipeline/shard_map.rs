@@ -79,8 +79,8 @@ impl ShardMap {
 
     /// The open shard owning `key`, if any (a map caught mid-reshard can have gaps).
     pub(crate) fn predict(&self, key: HashKey) -> Option<&Shard> {
-        // An empty map has no buckets (the default) or a single pair of zeros.
-        let bucket = usize::try_from(key.0.checked_shr(self.shift).unwrap_or(0)).ok()?;
+        // A map without buckets (the default, with no shards) searches all of its shards.
+        let bucket = usize::try_from(key.0 >> self.shift).unwrap_or(usize::MAX);
         let (lo, hi) = match (self.buckets.get(bucket), self.buckets.get(bucket + 1)) {
             (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
             _ => (0, self.open.len()),
